@@ -1,0 +1,84 @@
+//! The Kubernetes side: a client from the test bed's kubeconfig and a fresh
+//! namespace per test.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{Check, TestBed, names, wait_until};
+
+/// Label on every namespace a test creates, so leftovers are easy to find.
+const TEST_LABEL: &str = "lotus-follower.io/e2e-test";
+
+impl TestBed {
+    /// The client configuration of the admin kubeconfig.
+    pub async fn kube_config(&self) -> anyhow::Result<Config> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
+    }
+
+    /// A client acting as the test bed's admin.
+    pub async fn kube_client(&self) -> anyhow::Result<Client> {
+        Ok(Client::try_from(self.kube_config().await?)?)
+    }
+}
+
+/// A namespace of one test's own. It is deleted by [`TestNamespace::delete`] when
+/// the test passes and kept for inspection when it fails (`e2e/testbed down`
+/// discards the whole cluster).
+#[derive(Debug)]
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<test>-<random>` and waits until its `default` ServiceAccount
+    /// exists, since pods cannot be admitted before it does.
+    pub async fn create(client: &Client, test: &str) -> anyhow::Result<Self> {
+        let name = names::unique(test, '-');
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(TEST_LABEL.to_owned(), test.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &name);
+        wait_until(
+            &format!("the default ServiceAccount of namespace {name}"),
+            Duration::from_secs(30),
+            || async { Ok(Check::when(accounts.get_opt("default").await?.is_some(), (), "absent")) },
+        )
+        .await?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    /// An API for namespaced objects of type `K` in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn delete(self) -> anyhow::Result<()> {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! Support for the end-to-end tests, which run against the test bed that
+//! `e2e/testbed up` starts: where its components are ([`TestBed::from_env`]), a
+//! fresh namespace, keyspace or role per test, waiting for a condition with a
+//! timeout instead of sleeping, and the components' logs when a test fails.
+//!
+//! A test that cannot reach a component fails with a message saying how to start
+//! the test bed; nothing here ever skips.
+
+mod cluster;
+mod cql;
+mod env;
+mod logs;
+mod names;
+mod wait;
+
+pub use cluster::TestNamespace;
+pub use cql::{TestKeyspace, TestRole};
+pub use env::{TestBed, TestBedError};
+pub use wait::{Check, WaitTimeout, wait_until};
