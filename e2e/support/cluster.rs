@@ -31,10 +31,17 @@ impl TestBed {
 /// A namespace of one test's own. It is deleted by [`TestNamespace::delete`] when
 /// the test passes and kept for inspection when it fails (`e2e/testbed down`
 /// discards the whole cluster).
-#[derive(Debug)]
 pub struct TestNamespace {
     pub name: String,
     client: Client,
+}
+
+impl std::fmt::Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 impl TestNamespace {
@@ -57,7 +64,13 @@ impl TestNamespace {
         wait_until(
             &format!("the default ServiceAccount of namespace {name}"),
             Duration::from_secs(30),
-            || async { Ok(Check::when(accounts.get_opt("default").await?.is_some(), (), "absent")) },
+            || async {
+                Ok(Check::when(
+                    accounts.get_opt("default").await?.is_some(),
+                    (),
+                    "absent",
+                ))
+            },
         )
         .await?;
         Ok(Self {

@@ -20,7 +20,10 @@ impl TestBed {
             .build()
             .await
             .map_err(|error| {
-                anyhow::anyhow!("cannot open a CQL session at {} as {user}: {error}", self.cql_node)
+                anyhow::anyhow!(
+                    "cannot open a CQL session at {} as {user}: {error}",
+                    self.cql_node
+                )
             })
     }
 }

@@ -32,7 +32,10 @@ fn dump_logs(dir: &Path) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) => {
-            eprintln!("(no component logs: cannot read {}: {error})", dir.display());
+            eprintln!(
+                "(no component logs: cannot read {}: {error})",
+                dir.display()
+            );
             return;
         }
     };
@@ -43,7 +46,8 @@ fn dump_logs(dir: &Path) {
         .collect();
     logs.sort();
     for log in logs {
-        let text = std::fs::read_to_string(&log).unwrap_or_else(|error| format!("(unreadable: {error})"));
+        let text =
+            std::fs::read_to_string(&log).unwrap_or_else(|error| format!("(unreadable: {error})"));
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
         eprintln!("===== {} (last {} lines) =====", log.display(), tail.len());

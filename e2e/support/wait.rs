@@ -48,13 +48,12 @@ where
     Fut: Future<Output = anyhow::Result<Check<T>>>,
 {
     let deadline = Instant::now() + timeout;
-    let mut last_seen = String::from("nothing yet");
     loop {
-        match probe().await {
+        let last_seen = match probe().await {
             Ok(Check::Done(value)) => return Ok(value),
-            Ok(Check::Pending(observed)) => last_seen = observed,
-            Err(error) => last_seen = format!("error: {error:#}"),
-        }
+            Ok(Check::Pending(observed)) => observed,
+            Err(error) => format!("error: {error:#}"),
+        };
         if Instant::now() >= deadline {
             return Err(WaitTimeout {
                 what: what.to_owned(),

@@ -13,7 +13,10 @@ async fn rows_round_trip_and_a_select_only_role_cannot_write() -> anyhow::Result
         let keyspace = TestKeyspace::create(&admin, "round_trip").await?;
         let table = format!("{}.blocks", keyspace.name);
         admin
-            .query_unpaged(format!("CREATE TABLE {table} (key blob PRIMARY KEY, data blob)"), ())
+            .query_unpaged(
+                format!("CREATE TABLE {table} (key blob PRIMARY KEY, data blob)"),
+                (),
+            )
             .await?;
 
         let rows: Vec<(Vec<u8>, Vec<u8>)> = (0u8..16)
@@ -28,12 +31,21 @@ async fn rows_round_trip_and_a_select_only_role_cannot_write() -> anyhow::Result
         let mut read = select_all(&admin, &table).await?;
         read.sort();
         assert_eq!(read, rows);
-        println!("CQL round trip: {} rows written and read back from {table}", rows.len());
+        println!(
+            "CQL round trip: {} rows written and read back from {table}",
+            rows.len()
+        );
 
         // A role granted only SELECT reads the rows and is refused a write.
         let reader = TestRole::create(&admin, "reader").await?;
         admin
-            .query_unpaged(format!("GRANT SELECT ON KEYSPACE {} TO {}", keyspace.name, reader.name), ())
+            .query_unpaged(
+                format!(
+                    "GRANT SELECT ON KEYSPACE {} TO {}",
+                    keyspace.name, reader.name
+                ),
+                (),
+            )
             .await?;
         let session = bed.cql_session_as(&reader.name, &reader.password).await?;
         assert_eq!(select_all(&session, &table).await?.len(), rows.len());
@@ -44,12 +56,22 @@ async fn rows_round_trip_and_a_select_only_role_cannot_write() -> anyhow::Result
             )
             .await;
         match write {
-            Err(ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Unauthorized, message))) => {
-                println!("write as SELECT-only role {} refused: {message}", reader.name)
+            Err(ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+                DbError::Unauthorized,
+                message,
+            ))) => {
+                println!(
+                    "write as SELECT-only role {} refused: {message}",
+                    reader.name
+                )
             }
             other => anyhow::bail!("a SELECT-only role's write was not refused: {other:?}"),
         }
-        assert_eq!(select_all(&admin, &table).await?.len(), rows.len(), "the refused write left nothing");
+        assert_eq!(
+            select_all(&admin, &table).await?.len(),
+            rows.len(),
+            "the refused write left nothing"
+        );
 
         reader.drop(&admin).await?;
         keyspace.drop(&admin).await

@@ -26,7 +26,10 @@ async fn api_server_is_the_pinned_release() -> anyhow::Result<()> {
         let version = bed.kube_client().await?.apiserver_version().await?;
         println!("API server version: {}", version.git_version);
         // The Rust clients are built against k8s-openapi's `v1_36` API surface.
-        assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "36"));
+        assert_eq!(
+            (version.major.as_str(), version.minor.as_str()),
+            ("1", "36")
+        );
         Ok(())
     })
     .await
@@ -39,11 +42,15 @@ async fn deployment_pods_become_ready() -> anyhow::Result<()> {
         let ns = TestNamespace::create(&bed.kube_client().await?, "deployment").await?;
         let deployments = ns.api::<Deployment>();
         deployments
-            .create(&PostParams::default(), &deployment("web", 3, "1m"))
+            .create(&PostParams::default(), &deployment("web", 3, "1m")?)
             .await?;
 
         wait_until("3 of 3 pods of deployment web ready", POD_READY, || async {
-            let status = deployments.get_status("web").await?.status.unwrap_or_default();
+            let status = deployments
+                .get_status("web")
+                .await?
+                .status
+                .unwrap_or_default();
             let ready = status.ready_replicas.unwrap_or(0);
             Ok(Check::when(ready == 3, (), format!("{ready}/3 ready")))
         })
@@ -60,7 +67,10 @@ async fn deployment_pods_become_ready() -> anyhow::Result<()> {
                 is_ready(pod),
                 status.pod_ip.as_deref().unwrap_or("-"),
             );
-            assert!(spec.node_name.is_some_and(|node| node.starts_with("kwok-node-")));
+            assert!(
+                spec.node_name
+                    .is_some_and(|node| node.starts_with("kwok-node-"))
+            );
             assert_eq!(status.phase.as_deref(), Some("Running"));
             assert!(is_ready(pod));
         }
@@ -127,7 +137,11 @@ async fn statefulset_claim_binds_and_pod_becomes_ready() -> anyhow::Result<()> {
         wait_until("pod db-0 ready", POD_READY, || async {
             let pod = pods.get_opt("db-0").await?;
             let ready = pod.as_ref().is_some_and(is_ready);
-            Ok(Check::when(ready, (), if pod.is_some() { "not ready" } else { "absent" }))
+            Ok(Check::when(
+                ready,
+                (),
+                if pod.is_some() { "not ready" } else { "absent" },
+            ))
         })
         .await?;
         println!("pod db-0 of statefulset db ready");
@@ -144,7 +158,7 @@ async fn hpa_scales_on_emulated_cpu_up_and_down() -> anyhow::Result<()> {
         // Each pod requests 100m and (kwok's emulation) uses 200m: 200% of its
         // request against a 50% target, so the HPA goes straight to its maximum.
         ns.api::<Deployment>()
-            .create(&PostParams::default(), &deployment("busy", 1, "200m"))
+            .create(&PostParams::default(), &deployment("busy", 1, "200m")?)
             .await?;
         let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
             "metadata": {"name": "busy"},
@@ -167,18 +181,28 @@ async fn hpa_scales_on_emulated_cpu_up_and_down() -> anyhow::Result<()> {
 
         let started = Instant::now();
         wait_for_replicas(&hpas, "busy", 3).await?;
-        println!("HPA scaled busy 1 -> 3 on emulated CPU in {:.1}s", started.elapsed().as_secs_f64());
+        println!(
+            "HPA scaled busy 1 -> 3 on emulated CPU in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
 
         // Usage falls to 10m (10% of the request) on every running pod.
         let pods = ns.api::<Pod>();
         for pod in pods_of(&pods, "busy").await? {
             let patch = json!({"metadata": {"annotations": {"kwok.x-k8s.io/usage-cpu": "10m"}}});
-            pods.patch(&name_of(&pod), &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
+            pods.patch(
+                &name_of(&pod),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
         }
         let started = Instant::now();
         wait_for_replicas(&hpas, "busy", 1).await?;
-        println!("HPA scaled busy 3 -> 1 on emulated CPU in {:.1}s", started.elapsed().as_secs_f64());
+        println!(
+            "HPA scaled busy 3 -> 1 on emulated CPU in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         ns.delete().await
     })
     .await
@@ -187,9 +211,7 @@ async fn hpa_scales_on_emulated_cpu_up_and_down() -> anyhow::Result<()> {
 #[tokio::test]
 async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
     use k8s_openapi::api::{
-        authentication::v1::TokenRequest,
-        core::v1::ServiceAccount,
-        rbac::v1::RoleBinding,
+        authentication::v1::TokenRequest, core::v1::ServiceAccount, rbac::v1::RoleBinding,
     };
 
     let bed = TestBed::from_env()?;
@@ -212,8 +234,8 @@ async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
             .create_token_request("writer", &PostParams::default(), &request)
             .await?
             .status
-            .ok_or_else(|| anyhow::anyhow!("the token request has no status"))?
-            .token;
+            .and_then(|status| status.token)
+            .ok_or_else(|| anyhow::anyhow!("the token request returned no token"))?;
 
         // The service account's own client: the admin's endpoint, its token.
         let mut config = bed.kube_config().await?;
@@ -233,8 +255,8 @@ async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
         let user = format!("system:serviceaccount:{}:writer", ns.name);
         let writes = wait_until("the audit log to record the service account's write", POD_READY, || async {
             let writes = audited_writes(&bed, &ns.name)?;
-            let by_user: Vec<_> = writes.iter().filter(|event| event.user == user).cloned().collect();
-            Ok(Check::when(!by_user.is_empty(), writes, format!("{} writes in the namespace", writes.len())))
+            let seen = format!("{} writes in the namespace", writes.len());
+            Ok(Check::when(writes.iter().any(|event| event.user == user), writes, seen))
         })
         .await?;
         let by_user: Vec<_> = writes.iter().filter(|event| event.user == user).collect();
@@ -269,7 +291,10 @@ fn audited_writes(bed: &TestBed, namespace: &str) -> anyhow::Result<Vec<AuditedW
             continue;
         }
         writes.push(AuditedWrite {
-            user: event["user"]["username"].as_str().unwrap_or_default().to_owned(),
+            user: event["user"]["username"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             verb: event["verb"].as_str().unwrap_or_default().to_owned(),
             resource: object["resource"].as_str().unwrap_or_default().to_owned(),
             name: object["name"].as_str().map(str::to_owned),
@@ -278,32 +303,45 @@ fn audited_writes(bed: &TestBed, namespace: &str) -> anyhow::Result<Vec<AuditedW
     Ok(writes)
 }
 
-async fn wait_for_replicas(hpas: &Api<HorizontalPodAutoscaler>, name: &str, want: i32) -> anyhow::Result<()> {
-    wait_until(&format!("HPA {name} at {want} replicas"), Duration::from_secs(180), || async {
-        let status = hpas.get_status(name).await?.status.unwrap_or_default();
-        let observed = format!(
-            "current {}, desired {}, conditions {:?}",
-            status.current_replicas.unwrap_or(0),
-            status.desired_replicas,
-            status
-                .conditions
-                .unwrap_or_default()
-                .iter()
-                .map(|c| format!("{}={} ({})", c.type_, c.status, c.message.as_deref().unwrap_or("")))
-                .collect::<Vec<_>>(),
-        );
-        Ok(Check::when(
-            status.desired_replicas == want && status.current_replicas == Some(want),
-            (),
-            observed,
-        ))
-    })
+async fn wait_for_replicas(
+    hpas: &Api<HorizontalPodAutoscaler>,
+    name: &str,
+    want: i32,
+) -> anyhow::Result<()> {
+    wait_until(
+        &format!("HPA {name} at {want} replicas"),
+        Duration::from_secs(180),
+        || async {
+            let status = hpas.get_status(name).await?.status.unwrap_or_default();
+            let observed = format!(
+                "current {}, desired {}, conditions {:?}",
+                status.current_replicas.unwrap_or(0),
+                status.desired_replicas,
+                status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| format!(
+                        "{}={} ({})",
+                        c.type_,
+                        c.status,
+                        c.message.as_deref().unwrap_or("")
+                    ))
+                    .collect::<Vec<_>>(),
+            );
+            Ok(Check::when(
+                status.desired_replicas == want && status.current_replicas == Some(want),
+                (),
+                observed,
+            ))
+        },
+    )
     .await?;
     Ok(())
 }
 
 /// A Deployment of pods requesting 100m CPU whose emulated usage is `cpu_usage`.
-fn deployment(name: &str, replicas: i32, cpu_usage: &str) -> Deployment {
+fn deployment(name: &str, replicas: i32, cpu_usage: &str) -> anyhow::Result<Deployment> {
     let value = json!({
         "metadata": {"name": name},
         "spec": {
@@ -322,11 +360,13 @@ fn deployment(name: &str, replicas: i32, cpu_usage: &str) -> Deployment {
             },
         },
     });
-    serde_json::from_value(value).expect("a valid Deployment")
+    Ok(serde_json::from_value(value)?)
 }
 
 async fn pods_of(pods: &Api<Pod>, app: &str) -> anyhow::Result<ObjectList<Pod>> {
-    Ok(pods.list(&ListParams::default().labels(&format!("app={app}"))).await?)
+    Ok(pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await?)
 }
 
 fn name_of(pod: &Pod) -> String {
@@ -337,5 +377,9 @@ fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|status| status.conditions.as_ref())
-        .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
 }

@@ -38,13 +38,32 @@ async fn crd_from_a_rust_type_round_trips() -> anyhow::Result<()> {
         let crd_name = crd.name_any();
         // Server-side apply: the CRD is cluster-wide and every run applies the same one.
         let crds = Api::<CustomResourceDefinition>::all(client.clone());
-        crds.patch(&crd_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
-            .await?;
-        wait_until(&format!("CRD {crd_name} established"), Duration::from_secs(30), || async {
-            let conditions = crds.get(&crd_name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
-            let established = conditions.iter().any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(Check::when(established, (), format!("{} conditions", conditions.len())))
-        })
+        crds.patch(
+            &crd_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        wait_until(
+            &format!("CRD {crd_name} established"),
+            Duration::from_secs(30),
+            || async {
+                let conditions = crds
+                    .get(&crd_name)
+                    .await?
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default();
+                let established = conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(Check::when(
+                    established,
+                    (),
+                    format!("{} conditions", conditions.len()),
+                ))
+            },
+        )
         .await?;
         println!("CRD {crd_name} established");
 
@@ -77,13 +96,18 @@ async fn crd_from_a_rust_type_round_trips() -> anyhow::Result<()> {
             Err(kube::Error::Api(status)) if status.code == 422 => {
                 println!("invalid SmokeWidget refused: {}", status.message)
             }
-            other => anyhow::bail!("an invalid SmokeWidget was not refused by the schema: {other:?}"),
+            other => {
+                anyhow::bail!("an invalid SmokeWidget was not refused by the schema: {other:?}")
+            }
         }
 
         // A watch sees a later change to the object.
-        let mut events = watcher(widgets.clone(), watcher::Config::default().fields("metadata.name=w"))
-            .applied_objects()
-            .boxed();
+        let mut events = watcher(
+            widgets.clone(),
+            watcher::Config::default().fields("metadata.name=w"),
+        )
+        .applied_objects()
+        .boxed();
         let first = events.try_next().await?.map(|w| w.spec.label);
         assert_eq!(first.as_deref(), Some("first"));
         let patch = serde_json::json!({"spec": {"label": "second"}});
@@ -99,7 +123,10 @@ async fn crd_from_a_rust_type_round_trips() -> anyhow::Result<()> {
             anyhow::bail!("the watch ended")
         })
         .await??;
-        println!("watch saw SmokeWidget w change to label {:?}", seen.spec.label);
+        println!(
+            "watch saw SmokeWidget w change to label {:?}",
+            seen.spec.label
+        );
         ns.delete().await
     })
     .await
