@@ -1,0 +1,7 @@
+//! The follower's library: the chain model, the store, import, and the queries
+//! the RPC methods need. `main.rs` is the command line over it.
+
+pub mod chain;
+
+#[cfg(test)]
+mod testdata;
