@@ -2,6 +2,7 @@
 //! the RPC methods need. `main.rs` is the command line over it.
 
 pub mod chain;
+pub mod store;
 
 #[cfg(test)]
 mod testdata;
