@@ -2,6 +2,8 @@
 //! the RPC methods need. `main.rs` is the command line over it.
 
 pub mod chain;
+pub mod import;
+pub mod query;
 pub mod store;
 
 #[cfg(test)]

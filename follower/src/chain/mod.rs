@@ -7,6 +7,7 @@ pub mod cbor;
 pub mod json;
 pub mod message;
 pub mod network;
+pub mod selection;
 pub mod state;
 pub mod tipset;
 

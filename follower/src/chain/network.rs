@@ -36,6 +36,17 @@ impl Network {
         }
     }
 
+    /// The Hyperdrive upgrade (network version 13), from which a tipset's message
+    /// selection compares senders by ID address once any sender is one.
+    pub fn hyperdrive_height(self) -> i64 {
+        match self {
+            Network::Mainnet => 892_800,
+            Network::Calibnet => 420,
+            // The devnet starts with every upgrade behind it.
+            Network::Devnet => i64::MIN,
+        }
+    }
+
     /// `f` on mainnet, `t` everywhere else.
     pub fn address_prefix(self) -> char {
         match self {

@@ -1,0 +1,126 @@
+//! The chain indices of an import: from the head back along parents, every
+//! tipset by height and key, and where its messages are (inclusion positions and
+//! sender nonces). Heights whose messages the input lacks are indexed without
+//! them; the walk ends where the input's headers end.
+
+use fvm_ipld_blockstore::Blockstore;
+
+use crate::{
+    chain::{
+        BlockHeader, Network, TipSet, TipSetKey, cbor,
+        selection::{SelectionError, tipset_messages},
+    },
+    store::{Inclusion, NonceUse, Store, StoreBlockstore, StoreError, WriteBatch},
+};
+
+const FLUSH_TIPSETS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("the head tipset's block {0} is not in the input")]
+    MissingHead(cid::Cid),
+    #[error("tipset {key} is not a valid tipset: {reason}")]
+    InvalidTipSet { key: TipSetKey, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cbor(#[from] cbor::Error),
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    pub head: TipSetKey,
+    pub head_height: i64,
+    pub tipsets: u64,
+    /// Tipsets whose messages were indexed.
+    pub with_messages: u64,
+    pub lowest_height: i64,
+}
+
+/// Loads the tipset of these blocks from the store, `None` if any is missing.
+pub fn load_tipset(store: &dyn Store, key: &TipSetKey) -> Result<Option<TipSet>, IndexError> {
+    let mut headers = Vec::with_capacity(key.cids().len());
+    for cid in key.cids() {
+        let Some(bytes) = StoreBlockstore(store)
+            .get(cid)
+            .map_err(StoreError::backend)?
+        else {
+            return Ok(None);
+        };
+        headers.push(cbor::decode::<BlockHeader>(cid, &bytes)?);
+    }
+    TipSet::new(headers)
+        .map(Some)
+        .map_err(|e| IndexError::InvalidTipSet {
+            key: key.clone(),
+            reason: e.to_string(),
+        })
+}
+
+pub fn index_chain(
+    store: &dyn Store,
+    head: &TipSetKey,
+    network: Network,
+) -> Result<Indexed, IndexError> {
+    let head_tipset = load_tipset(store, head)?.ok_or_else(|| {
+        let missing = head
+            .cids()
+            .iter()
+            .find(|cid| !store.has_block(cid).unwrap_or(false));
+        IndexError::MissingHead(missing.copied().unwrap_or_default())
+    })?;
+    let mut indexed = Indexed {
+        head: head_tipset.key().clone(),
+        head_height: head_tipset.height(),
+        lowest_height: head_tipset.height(),
+        ..Indexed::default()
+    };
+    let mut batch = WriteBatch::default();
+    let mut next = Some(head_tipset);
+    while let Some(tipset) = next {
+        let key = tipset.key().clone();
+        batch.tipsets.push((tipset.height(), key.clone()));
+        indexed.tipsets += 1;
+        indexed.lowest_height = tipset.height();
+        match tipset_messages(&StoreBlockstore(store), &tipset, network) {
+            Ok(messages) => {
+                indexed.with_messages += 1;
+                for (index, included) in messages.into_iter().enumerate() {
+                    let index =
+                        u32::try_from(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    batch.inclusions.push((
+                        included.cid,
+                        Inclusion {
+                            tipset: key.clone(),
+                            index,
+                        },
+                    ));
+                    batch.nonce_uses.push((
+                        included.sender,
+                        included.message.sequence,
+                        NonceUse {
+                            message: included.cid,
+                            tipset: key.clone(),
+                        },
+                    ));
+                }
+            }
+            // The input does not carry this height's messages (or the state
+            // needed to order them): index the tipset alone.
+            Err(SelectionError::Missing { .. } | SelectionError::Sender { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        if batch.tipsets.len() >= FLUSH_TIPSETS {
+            store.write(std::mem::take(&mut batch))?;
+        }
+        next = if tipset.height() == 0 {
+            None
+        } else {
+            load_tipset(store, &tipset.parents())?
+        };
+    }
+    store.write(batch)?;
+    Ok(indexed)
+}
