@@ -39,8 +39,8 @@ pub enum SelectionError {
     },
     #[error("cannot read the message lists of block {block}: {reason}")]
     Unreadable { block: Cid, reason: String },
-    #[error("cannot resolve sender {sender} in the parent state: {source}")]
-    Sender { sender: String, source: StateError },
+    #[error("cannot resolve sender {sender} in the parent state: {reason}")]
+    Sender { sender: String, reason: StateError },
     #[error(transparent)]
     Cbor(#[from] cbor::Error),
 }
@@ -192,9 +192,9 @@ impl<BS: Blockstore> Selection<'_, BS> {
     }
 
     fn resolve(&mut self, address: &Address) -> Result<Address, SelectionError> {
-        let sender_error = |source| SelectionError::Sender {
+        let sender_error = |reason| SelectionError::Sender {
             sender: address.to_string(),
-            source,
+            reason,
         };
         if self.state.is_none() {
             self.state = Some(

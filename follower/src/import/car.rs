@@ -19,8 +19,8 @@ const BLAKE2B_256: u64 = 0xb220;
 pub enum CarError {
     #[error("not a CARv1 stream: {0}")]
     Header(String),
-    #[error("the CAR stream is truncated or unreadable after {offset} bytes: {source}")]
-    Io { offset: u64, source: io::Error },
+    #[error("the CAR stream is truncated or unreadable after {offset} bytes: {reason}")]
+    Io { offset: u64, reason: io::Error },
     #[error("block at byte {offset} is malformed: {reason}")]
     Frame { offset: u64, reason: String },
     #[error("block {cid} is {len} bytes, over the {MAX_BLOCK_BYTES}-byte limit")]
@@ -92,9 +92,9 @@ impl<R: Read> CarStream<R> {
     /// The next block, `None` at the end. `skip` says which blocks to stream past.
     pub fn next_frame(&mut self, skip: impl Fn(&Cid) -> bool) -> Result<Option<Frame>, CarError> {
         let start = self.offset;
-        let io_error = |source| CarError::Io {
+        let io_error = |reason| CarError::Io {
             offset: start,
-            source,
+            reason,
         };
         let Some(len) = read_varint(&mut self.reader).map_err(io_error)? else {
             return Ok(None);

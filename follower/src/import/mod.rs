@@ -38,17 +38,19 @@ pub struct SnapshotMetadata {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("cannot read {location}: {source}")]
+    // Each inner error is part of the message, so it is not also a `source`
+    // (an error chain would print it twice).
+    #[error("cannot read {location}: {reason}")]
     Source {
         location: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("{location}: {source}")]
-    Car { location: String, source: CarError },
-    #[error("{location}: {source}")]
+    #[error("{location}: {reason}")]
+    Car { location: String, reason: CarError },
+    #[error("{location}: {reason}")]
     Index {
         location: String,
-        source: IndexError,
+        reason: IndexError,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,13 +90,13 @@ pub fn import(
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     store.migrate()?;
-    let source = source::open(location).map_err(|source| ImportError::Source {
+    let source = source::open(location).map_err(|reason| ImportError::Source {
         location: location.to_owned(),
-        source,
+        reason,
     })?;
-    let car_error = |source| ImportError::Car {
+    let car_error = |reason| ImportError::Car {
         location: location.to_owned(),
-        source,
+        reason,
     };
     let mut car = CarStream::open(source).map_err(car_error)?;
     let scratch = tempfile::tempdir().map_err(ImportError::Scratch)?;
@@ -154,9 +156,9 @@ pub fn import(
     stage(store, &staged, &mut batch)?;
 
     let indexed =
-        index::index_chain(store, &head, network).map_err(|source| ImportError::Index {
+        index::index_chain(store, &head, network).map_err(|reason| ImportError::Index {
             location: location.to_owned(),
-            source,
+            reason,
         })?;
     let (complete_blocks, partial_blocks) = staged.promote(store)?;
     let current = store.head()?;

@@ -13,9 +13,7 @@ pub type Source = Box<dyn Read + Send>;
 
 pub fn open(location: &str) -> io::Result<Source> {
     let raw: Source = if location.starts_with("http://") || location.starts_with("https://") {
-        let response = ureq::get(location)
-            .call()
-            .map_err(|error| io::Error::other(format!("cannot fetch {location}: {error}")))?;
+        let response = ureq::get(location).call().map_err(io::Error::other)?;
         Box::new(
             response
                 .into_body()
@@ -24,9 +22,7 @@ pub fn open(location: &str) -> io::Result<Source> {
                 .reader(),
         )
     } else {
-        Box::new(File::open(location).map_err(|error| {
-            io::Error::new(error.kind(), format!("cannot open {location}: {error}"))
-        })?)
+        Box::new(File::open(location)?)
     };
     decompressed(raw)
 }

@@ -14,8 +14,10 @@ use crate::chain::{TipSetKey, cbor};
 pub mod blockstore;
 pub mod conformance;
 pub mod embedded;
+mod url;
 
 pub use blockstore::StoreBlockstore;
+pub use url::StoreUrl;
 
 /// The schema this build writes, and the oldest reader that understands it.
 pub const SCHEMA: SchemaVersion = SchemaVersion {
