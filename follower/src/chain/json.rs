@@ -66,6 +66,25 @@ pub mod base64_bytes {
     }
 }
 
+/// Bytes as base64, or `null` when empty: Go decodes an empty CBOR byte string
+/// into a nil slice, which encoding/json writes as `null` (message params,
+/// receipt return values).
+pub mod base64_or_null {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if bytes.is_empty() {
+            s.serialize_none()
+        } else {
+            s.serialize_str(&STANDARD.encode(bytes))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        super::base64_bytes::deserialize(d)
+    }
+}
+
 /// A big integer as a decimal string.
 pub mod bigint_string {
     use super::*;

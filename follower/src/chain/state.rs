@@ -51,6 +51,32 @@ pub struct ActorState {
     pub delegated_address: Option<Address>,
 }
 
+/// An actor in Lotus JSON (`StateGetActor`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActorStateJson {
+    pub code: super::json::CidJson,
+    pub head: super::json::CidJson,
+    pub nonce: u64,
+    #[serde(with = "super::json::token_amount_string")]
+    pub balance: TokenAmount,
+    pub delegated_address: Option<String>,
+}
+
+impl ActorState {
+    pub fn to_json(&self, network: super::Network) -> ActorStateJson {
+        ActorStateJson {
+            code: super::json::CidJson(self.code),
+            head: super::json::CidJson(self.state),
+            nonce: self.nonce,
+            balance: self.balance.clone(),
+            delegated_address: self
+                .delegated_address
+                .map(|address| network.format_address(&address)),
+        }
+    }
+}
+
 /// ActorState before state tree version 5: four fields.
 #[derive(Debug, Clone, Serialize_tuple, Deserialize_tuple)]
 struct ActorStateV4 {

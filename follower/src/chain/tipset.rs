@@ -5,7 +5,14 @@ use std::fmt;
 use cid::Cid;
 use multihash_codetable::{Code, MultihashDigest};
 
-use super::{block::BlockHeader, cbor};
+use serde::Serialize;
+
+use super::{
+    Network,
+    block::{BlockHeader, BlockHeaderJson},
+    cbor,
+    json::{CidJson, cids_to_json},
+};
 
 /// The CIDs of a tipset's blocks in the tipset's (ticket) order. A key given by
 /// a client may list them in any order; [`TipSetKey::normalized`] names the
@@ -150,6 +157,28 @@ impl TipSet {
     /// The tipset's weight is its parent weight (Lotus `ParentWeight`).
     pub fn parent_weight(&self) -> &fvm_shared::bigint::BigInt {
         &self.first().parent_weight
+    }
+}
+
+/// A tipset in Lotus JSON (`ChainHead`, `ChainGetTipSet`, …).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TipSetJson {
+    pub cids: Vec<CidJson>,
+    pub blocks: Vec<BlockHeaderJson>,
+    pub height: i64,
+}
+
+impl TipSet {
+    pub fn to_json(&self, network: Network) -> TipSetJson {
+        TipSetJson {
+            cids: cids_to_json(self.key.cids()),
+            blocks: self
+                .blocks()
+                .map(|header| header.to_json(network))
+                .collect(),
+            height: self.height(),
+        }
     }
 }
 

@@ -437,3 +437,79 @@ fn imports_from_an_http_url() -> anyhow::Result<()> {
     assert_eq!(report.head.height, 39);
     Ok(())
 }
+
+#[test]
+fn json_forms_have_lotus_shapes() -> anyhow::Result<()> {
+    let (Some(chain4), Some(genesis)) = (
+        testdata::path("chains/chain4.car")?,
+        testdata::path("genesis/mainnet.car")?,
+    ) else {
+        return Ok(());
+    };
+    let example = |method: &str| -> anyhow::Result<serde_json::Value> {
+        testdata::openrpc_example("gateway.json", method)?
+            .ok_or_else(|| anyhow::anyhow!("no gateway.json"))
+    };
+    let (_dir, store) = open_store()?;
+    import_file(&store, &genesis, Network::Mainnet)?;
+    import_file(&store, &chain4, Network::Mainnet)?;
+    let chain = Chain::new(&store, Network::Mainnet);
+    let head = chain.head()?;
+    let genesis_tipset = chain.genesis()?;
+
+    let checks = [
+        (
+            "Filecoin.ChainHead",
+            serde_json::to_value(head.to_json(Network::Mainnet))?,
+        ),
+        (
+            "Filecoin.ChainGetBlock",
+            serde_json::to_value(
+                chain
+                    .block(&head.key().cids()[0])?
+                    .to_json(Network::Mainnet),
+            )?,
+        ),
+        (
+            "Filecoin.StateGetActor",
+            serde_json::to_value(
+                chain
+                    .actor(&Address::new_id(90), &genesis_tipset)?
+                    .to_json(Network::Mainnet),
+            )?,
+        ),
+    ];
+    for (method, ours) in checks {
+        testdata::assert_shape(&ours, &example(method)?, method)?;
+    }
+    let mut messages_checked = 0;
+    for height in 1..=head.height() {
+        let tipset = chain.tipset_by_height(height, &head)?;
+        let Ok(messages) = chain.tipset_messages(&tipset) else {
+            continue;
+        };
+        for included in messages {
+            let ours = serde_json::to_value(crate::chain::message::message_to_json(
+                &included.message,
+                Network::Mainnet,
+            )?)?;
+            testdata::assert_shape(
+                &ours,
+                &example("Filecoin.ChainGetMessage")?,
+                "ChainGetMessage",
+            )?;
+            messages_checked += 1;
+        }
+        if let Ok(receipts) = chain.parent_receipts(&tipset.key().cids()[0]) {
+            let ours =
+                serde_json::to_value(receipts.iter().map(|r| r.to_json()).collect::<Vec<_>>())?;
+            testdata::assert_shape(
+                &ours,
+                &example("Filecoin.ChainGetParentReceipts")?,
+                "ChainGetParentReceipts",
+            )?;
+        }
+    }
+    println!("Lotus JSON shapes match the OpenRPC examples ({messages_checked} messages)");
+    Ok(())
+}
