@@ -11,6 +11,9 @@ pub mod selection;
 pub mod state;
 pub mod tipset;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 pub use block::BlockHeader;
 pub use message::{Message, MessageReceipt, SignedMessage, TxMeta};
 pub use network::Network;

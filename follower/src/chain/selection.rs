@@ -25,7 +25,8 @@ pub struct IncludedMessage {
     pub message: Message,
     /// The signed form, for secp messages (BLS signatures are aggregated).
     pub signed: Option<SignedMessage>,
-    /// The sender as compared for nonces: robust or ID address (see module docs).
+    /// The sender as compared for nonces: as written, or (after Hyperdrive, once
+    /// any sender in the tipset is an ID address) its ID address.
     pub sender: Address,
 }
 
@@ -148,6 +149,15 @@ pub fn tipset_messages<BS: Blockstore>(
             }
         }
     }
+    if selection.use_ids {
+        // Messages selected before the switch name their sender as an ID too, so
+        // one sender has one key in the nonce index.
+        for included in &mut selected {
+            if included.sender.protocol() != Protocol::ID {
+                included.sender = selection.resolve(&included.sender)?;
+            }
+        }
+    }
     Ok(selected)
 }
 
@@ -210,5 +220,157 @@ impl<BS: Blockstore> Selection<'_, BS> {
             .map_err(sender_error)?
             .ok_or_else(|| sender_error(StateError::ActorNotFound(address.to_string())))?;
         Ok(Address::new_id(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fvm_ipld_blockstore::MemoryBlockstore;
+    use fvm_ipld_encoding::RawBytes;
+    use fvm_shared::{crypto::signature::Signature, econ::TokenAmount, state::StateTreeVersion};
+
+    use super::*;
+    use crate::chain::{
+        message::message_cid,
+        test_support::{header, synthetic_state, tx_meta},
+    };
+
+    fn message(from: Address, nonce: u64) -> Message {
+        Message {
+            version: 0,
+            from,
+            to: Address::new_id(99),
+            sequence: nonce,
+            value: TokenAmount::from_atto(nonce),
+            method_num: 0,
+            params: RawBytes::default(),
+            gas_limit: 1_000_000,
+            gas_fee_cap: TokenAmount::from_atto(100),
+            gas_premium: TokenAmount::from_atto(1),
+        }
+    }
+
+    fn signed(from: Address, nonce: u64) -> SignedMessage {
+        SignedMessage {
+            message: message(from, nonce),
+            signature: Signature::new_secp256k1(vec![7; 65]),
+        }
+    }
+
+    /// A two-block tipset at `height` whose first block (in ticket order) lists
+    /// `first` and whose second lists `second`.
+    fn tipset(
+        store: &MemoryBlockstore,
+        height: i64,
+        state: Cid,
+        first: (&[Message], &[SignedMessage]),
+        second: (&[Message], &[SignedMessage]),
+    ) -> anyhow::Result<TipSet> {
+        use multihash_codetable::{Code, MultihashDigest};
+        // Lotus orders blocks by the BLAKE2b-256 of their ticket.
+        let mut tickets = [b"ticket a".to_vec(), b"ticket b".to_vec()];
+        tickets.sort_by_key(|ticket| Code::Blake2b256.digest(ticket).digest().to_vec());
+        let parents = vec![cbor::encode_block(&"parent")?.0];
+        let a = header(
+            &tickets[0],
+            height,
+            parents.clone(),
+            state,
+            tx_meta(store, first.0, first.1)?,
+        )?;
+        let b = header(
+            &tickets[1],
+            height,
+            parents,
+            state,
+            tx_meta(store, second.0, second.1)?,
+        )?;
+        // Given in the "wrong" order on purpose: the tipset sorts them.
+        Ok(TipSet::new(vec![b, a])?)
+    }
+
+    fn nonces(selected: &[IncludedMessage]) -> Vec<(Address, u64)> {
+        selected
+            .iter()
+            .map(|m| (m.message.from, m.message.sequence))
+            .collect()
+    }
+
+    #[test]
+    fn follows_lotus_block_msgs_for_tipset() -> anyhow::Result<()> {
+        let store = MemoryBlockstore::new();
+        let alice = Address::new_secp256k1(&[1; 65])?;
+        let bob = Address::new_secp256k1(&[2; 65])?;
+        let state = synthetic_state(
+            &store,
+            StateTreeVersion::V0,
+            &[(alice, 100, 0), (bob, 101, 0)],
+        )?;
+        let tipset = tipset(
+            &store,
+            10,
+            state,
+            (&[message(alice, 0)], &[signed(bob, 5), signed(alice, 1)]),
+            // A duplicate of the first block's message, a nonce gap, then Bob's next.
+            (&[message(alice, 0), message(alice, 3)], &[signed(bob, 6)]),
+        )?;
+        let selected = tipset_messages(&store, &tipset, Network::Calibnet)?;
+        assert_eq!(
+            nonces(&selected),
+            vec![(alice, 0), (bob, 5), (alice, 1), (bob, 6)]
+        );
+        assert_eq!(
+            selected[1].cid,
+            signed(bob, 5).cid()?,
+            "secp messages are named by their signed form"
+        );
+        assert_eq!(selected[0].cid, message_cid(&message(alice, 0))?);
+        assert!(
+            selected.iter().all(|m| m.sender == m.message.from),
+            "before Hyperdrive senders compare as written"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn compares_senders_by_id_once_an_id_sender_appears_after_hyperdrive() -> anyhow::Result<()> {
+        let store = MemoryBlockstore::new();
+        let alice = Address::new_secp256k1(&[1; 65])?;
+        let alice_id = Address::new_id(100);
+        let state = synthetic_state(&store, StateTreeVersion::V0, &[(alice, 100, 0)])?;
+        // Alice's nonce 0 by robust address, then again by ID address.
+        let blocks = (&[message(alice, 0)][..], &[][..]);
+        let again = (&[message(alice_id, 0), message(alice_id, 1)][..], &[][..]);
+
+        let before = tipset(&store, 100, state, blocks, again)?;
+        let selected = tipset_messages(&store, &before, Network::Calibnet)?;
+        assert_eq!(
+            nonces(&selected),
+            vec![(alice, 0), (alice_id, 0), (alice_id, 1)],
+            "before Hyperdrive: two senders"
+        );
+
+        let after = tipset(&store, 500, state, blocks, again)?;
+        let selected = tipset_messages(&store, &after, Network::Calibnet)?;
+        assert_eq!(
+            nonces(&selected),
+            vec![(alice, 0), (alice_id, 1)],
+            "after: one sender, nonce 0 taken"
+        );
+        assert!(selected.iter().all(|m| m.sender == alice_id));
+        Ok(())
+    }
+
+    #[test]
+    fn missing_messages_are_named() -> anyhow::Result<()> {
+        let store = MemoryBlockstore::new();
+        let state = synthetic_state(&store, StateTreeVersion::V0, &[])?;
+        let missing = cbor::encode_block(&"not stored")?.0;
+        let block = header(b"t", 1, vec![], state, missing)?;
+        let tipset = TipSet::new(vec![block])?;
+        let error =
+            tipset_messages(&store, &tipset, Network::Mainnet).expect_err("no message list");
+        assert!(error.to_string().contains("not in the store"), "{error}");
+        Ok(())
     }
 }

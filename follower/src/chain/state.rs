@@ -17,7 +17,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::cbor;
 
 /// Every HAMT of the state tree and of the builtin actors uses this bit width.
-const HAMT_BIT_WIDTH: u32 = 5;
+pub(crate) const HAMT_BIT_WIDTH: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -78,12 +78,12 @@ impl ActorState {
 }
 
 /// ActorState before state tree version 5: four fields.
-#[derive(Debug, Clone, Serialize_tuple, Deserialize_tuple)]
-struct ActorStateV4 {
-    code: Cid,
-    state: Cid,
-    nonce: u64,
-    balance: TokenAmount,
+#[derive(Debug, Clone, PartialEq, Serialize_tuple, Deserialize_tuple)]
+pub(crate) struct ActorStateV4 {
+    pub code: Cid,
+    pub state: Cid,
+    pub nonce: u64,
+    pub balance: TokenAmount,
 }
 
 impl From<ActorStateV4> for ActorState {
@@ -275,5 +275,48 @@ impl<BS: Blockstore> StateTree<BS> {
         }
         let init = self.init_state()?;
         self.hamt_get::<ActorID>(&init.address_map, &BytesKey(address.to_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fvm_ipld_blockstore::MemoryBlockstore;
+
+    use super::*;
+    use crate::chain::{network::parse_address, test_support::synthetic_state};
+
+    const ROBUST: &str = "f1ojyfm5btrqq63zquewexr4hecynvq6yjyk5xv6q";
+
+    #[test]
+    fn state_trees_of_every_version_load() -> anyhow::Result<()> {
+        use StateTreeVersion::*;
+        let robust = parse_address(ROBUST)?;
+        for version in [V0, V1, V2, V3, V4, V5] {
+            let store = MemoryBlockstore::new();
+            let root = synthetic_state(&store, version, &[(robust, 100, 7)])?;
+            let tree = StateTree::load(&store, &root)?;
+            assert_eq!(tree.version(), version);
+            assert_eq!(tree.uses_legacy_hamt(), matches!(version, V0 | V1));
+            let account = tree.get_actor(100)?.expect("actor 100 exists");
+            assert_eq!(
+                (account.nonce, account.balance.clone()),
+                (7, TokenAmount::from_atto(100))
+            );
+            assert_eq!(
+                account.delegated_address.is_some(),
+                version == V5,
+                "{version:?}"
+            );
+            assert_eq!(tree.init_state()?.network_name, "synthetic");
+            assert_eq!(tree.lookup_id(&robust)?, Some(100), "{version:?}");
+            assert_eq!(tree.lookup_id(&Address::new_actor(b"unknown"))?, None);
+            assert_eq!(tree.actor_state::<AccountState>(&account)?.address, robust);
+            let mut ids = Vec::new();
+            tree.for_each_actor(|id, _| ids.push(id))?;
+            ids.sort();
+            assert_eq!(ids, vec![1, 100]);
+            assert!(tree.get_actor(5)?.is_none());
+        }
+        Ok(())
     }
 }
