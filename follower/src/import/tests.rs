@@ -229,10 +229,24 @@ fn chain4_imports_with_messages_indexed() -> anyhow::Result<()> {
                 .expect("an indexed message is found");
             assert_eq!(lookup.included.key(), tipset.key());
             assert_eq!(lookup.index as usize, index);
+            let by_nonce =
+                chain.messages_by_nonce(&message.sender, message.message.sequence, &head)?;
+            assert!(
+                by_nonce
+                    .iter()
+                    .any(|(cid, ts)| *cid == message.cid && ts.key() == tipset.key())
+            );
             found += 1;
         }
     }
     println!("chain4: {found} messages indexed and found");
+    assert!(found > 0, "chain4.car carries messages");
+    // A block's parent messages are its parent tipset's.
+    let top = head.key().cids()[0];
+    let parent = chain.parent(&head)?;
+    if let Ok(expected) = chain.tipset_messages(&parent) {
+        assert_eq!(chain.parent_messages(&top)?, expected);
+    }
     assert!(
         chain
             .search_message(&Cid::default(), &head, None)?

@@ -190,6 +190,40 @@ impl<'a> Chain<'a> {
         )?)
     }
 
+    /// The parent tipset's messages (`ChainGetParentMessages`), in execution order.
+    pub fn parent_messages(&self, block: &Cid) -> Result<Vec<IncludedMessage>> {
+        let header = self.block(block)?;
+        if header.height == 0 {
+            return Ok(Vec::new());
+        }
+        let parents = crate::chain::TipSetKey(header.parents);
+        let parent =
+            load_tipset(self.store, &parents)?.ok_or(QueryError::TipSetNotFound(parents))?;
+        self.tipset_messages(&parent)
+    }
+
+    /// The messages a sender sent with this nonce that are on the anchor's chain
+    /// (one, unless the chain is invalid), by CID with their tipset.
+    pub fn messages_by_nonce(
+        &self,
+        sender: &Address,
+        nonce: u64,
+        anchor: &TipSet,
+    ) -> Result<Vec<(Cid, TipSet)>> {
+        let mut found = Vec::new();
+        for used in self.store.nonce_uses(sender, nonce)? {
+            let tipset = match self.tipset(&used.tipset) {
+                Ok(tipset) => tipset,
+                Err(QueryError::TipSetNotFound(_)) => continue,
+                Err(error) => return Err(error),
+            };
+            if self.is_on_chain(&tipset, anchor)? {
+                found.push((used.message, tipset));
+            }
+        }
+        Ok(found)
+    }
+
     /// The receipts of the parent tipset's messages, in the same order.
     pub fn parent_receipts(&self, block: &Cid) -> Result<Vec<MessageReceipt>> {
         let header = self.block(block)?;
