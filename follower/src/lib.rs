@@ -3,7 +3,10 @@
 
 pub mod chain;
 pub mod import;
+pub mod metrics;
 pub mod query;
+pub mod rpc;
+pub mod serve;
 pub mod store;
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! `lotus-follower`: the follower fleet's one binary (DESIGN.md, "Fixed
 //! interfaces"). Every flag can also come from `LOTUS_FOLLOWER_<FLAG>`.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Args, Parser, Subcommand};
 use lotus_follower::{
     chain::Network,
     import::{self, Progress},
-    store::StoreUrl,
+    rpc::Limits,
+    serve::{ServeOptions, parse_size},
+    store::{Store, StoreUrl},
 };
 use tracing::{error, info};
 
@@ -29,7 +31,45 @@ enum Command {
     /// Follow the leader and write the store (the single writer).
     Ingest,
     /// Answer Lotus JSON-RPC from the store.
-    Serve,
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    store: StoreUrl,
+    /// The chain's network (mainnet, calibnet, devnet): address prefixes and chain ID.
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    network: Network,
+    /// The RPC listener: `/rpc/v0`, `/rpc/v1`, `/health/livez`, `/health/readyz`.
+    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    listen: SocketAddr,
+    /// Prometheus `/metrics`.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    metrics_listen: SocketAddr,
+    /// The in-process block cache (suffixes: K, KiB, M, MiB, G, GiB).
+    #[arg(long, env = "LOTUS_FOLLOWER_CACHE_SIZE", default_value = "512MiB", value_parser = parse_size)]
+    cache_size: u64,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BODY_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    max_body_bytes: u64,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BATCH", default_value_t = 100)]
+    max_batch: usize,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_JSON_DEPTH", default_value_t = 32)]
+    max_json_depth: usize,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    max_subscriptions: usize,
+    /// How far below the head requests may reach, in epochs.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_MAX_LOOKBACK_EPOCHS",
+        default_value_t = 2880
+    )]
+    max_lookback_epochs: i64,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +97,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Import(args) => run_import(args),
+        Command::Serve(args) => run_serve(args),
         other => Err(anyhow::anyhow!(
             "`{other:?}` is not implemented yet: it lands with its own issue"
         )),
@@ -68,6 +109,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::from(args.store.open()?);
+    let options = ServeOptions {
+        network: args.network,
+        listen: args.listen,
+        metrics_listen: Some(args.metrics_listen),
+        cache_bytes: args.cache_size,
+        limits: Limits {
+            max_body_bytes: usize::try_from(args.max_body_bytes)?,
+            max_batch: args.max_batch,
+            max_json_depth: args.max_json_depth,
+            max_subscriptions: args.max_subscriptions,
+        },
+        max_lookback_epochs: args.max_lookback_epochs,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = lotus_follower::serve::start(store, options).await?;
+        info!(rpc = %server.rpc_address, metrics = ?server.metrics_address, "serving");
+        tokio::signal::ctrl_c().await?;
+        info!("shutting down: closing channels");
+        server.stop().await;
+        anyhow::Ok(())
+    })
 }
 
 fn run_import(args: ImportArgs) -> anyhow::Result<()> {

@@ -80,6 +80,25 @@ impl Chain<'_> {
         Ok(None)
     }
 
+    /// The way from `from` to `to` (`ChainGetPath`, ChainNotify batches): the
+    /// tipsets to revert, from `from` down to the common ancestor, then the
+    /// tipsets to apply, from above the ancestor up to `to`.
+    pub fn path(&self, from: &TipSet, to: &TipSet) -> Result<(Vec<TipSet>, Vec<TipSet>)> {
+        let (mut left, mut right) = (from.clone(), to.clone());
+        let (mut reverts, mut applies) = (Vec::new(), Vec::new());
+        while left.key() != right.key() {
+            if left.height() >= right.height() {
+                let parent = self.parent(&left)?;
+                reverts.push(std::mem::replace(&mut left, parent));
+            } else {
+                let parent = self.parent(&right)?;
+                applies.push(std::mem::replace(&mut right, parent));
+            }
+        }
+        applies.reverse();
+        Ok((reverts, applies))
+    }
+
     /// Whether `tipset` is on `anchor`'s chain.
     pub fn is_on_chain(&self, tipset: &TipSet, anchor: &TipSet) -> Result<bool> {
         if tipset.height() > anchor.height() {

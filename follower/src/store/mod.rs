@@ -12,6 +12,7 @@ use fvm_shared::address::Address;
 use crate::chain::{TipSetKey, cbor};
 
 pub mod blockstore;
+pub mod cached;
 pub mod conformance;
 pub mod embedded;
 mod url;

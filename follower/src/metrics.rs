@@ -1,0 +1,80 @@
+//! The follower's Prometheus metrics (names fixed by DESIGN.md), in one
+//! registry served on `--metrics-listen`.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub rpc_requests: IntCounterVec,
+    pub rpc_duration: HistogramVec,
+    pub head_height: IntGauge,
+    pub head_lag_seconds: Gauge,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let rpc_requests = IntCounterVec::new(
+            Opts::new(
+                "lotus_follower_rpc_requests_total",
+                "JSON-RPC calls answered, by method and result code (0: success)",
+            ),
+            &["method", "code"],
+        )?;
+        let rpc_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "lotus_follower_rpc_request_duration_seconds",
+                "Time to answer a JSON-RPC call",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["method"],
+        )?;
+        let head_height = IntGauge::new(
+            "lotus_follower_head_height",
+            "Height of the head this follower serves",
+        )?;
+        let head_lag_seconds = Gauge::new(
+            "lotus_follower_head_lag_seconds",
+            "Wall clock minus the head tipset's timestamp",
+        )?;
+        let cache_hits = IntCounter::new(
+            "lotus_follower_cache_hits_total",
+            "Blocks answered from the in-process cache",
+        )?;
+        let cache_misses = IntCounter::new(
+            "lotus_follower_cache_misses_total",
+            "Blocks read from the store",
+        )?;
+        registry.register(Box::new(rpc_requests.clone()))?;
+        registry.register(Box::new(rpc_duration.clone()))?;
+        registry.register(Box::new(head_height.clone()))?;
+        registry.register(Box::new(head_lag_seconds.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(cache_misses.clone()))?;
+        Ok(Self {
+            registry,
+            rpc_requests,
+            rpc_duration,
+            head_height,
+            head_lag_seconds,
+            cache_hits,
+            cache_misses,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

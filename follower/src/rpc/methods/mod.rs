@@ -1,0 +1,174 @@
+//! The method tables of `/rpc/v0` and `/rpc/v1`: one entry per method, one
+//! file per family. Every handler is synchronous (the store is) and runs on a
+//! blocking thread.
+
+pub mod chain;
+mod info;
+mod state;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::protocol::RpcError;
+use crate::{
+    chain::{Network, TipSet, TipSetKey},
+    query::{Chain, QueryError},
+    store::Store,
+};
+
+/// Which API a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V0,
+    V1,
+}
+
+/// Everything a handler may use.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub network: Network,
+    /// Requests may look back at most this many epochs from the head.
+    pub max_lookback_epochs: i64,
+}
+
+impl Context {
+    pub fn chain(&self) -> Chain<'_> {
+        Chain::new(self.store.as_ref(), self.network)
+    }
+
+    /// The tipset a key names (the head when empty), within the lookback cap.
+    pub fn tipset(&self, key: &TipSetKey) -> Result<TipSet, RpcError> {
+        let chain = self.chain();
+        let tipset = chain.tipset(key).map_err(query_error)?;
+        if !key.is_empty() {
+            self.check_lookback(tipset.height())?;
+        }
+        Ok(tipset)
+    }
+
+    /// Refuses heights more than the lookback cap below the head, as
+    /// lotus-gateway does.
+    pub fn check_lookback(&self, height: i64) -> Result<(), RpcError> {
+        let head = self.chain().head().map_err(query_error)?;
+        if head.height().saturating_sub(height) > self.max_lookback_epochs {
+            return Err(RpcError::limit(format!(
+                "bad tipset height: lookbacks of more than {} epochs are disallowed (head is at {}, asked for {height})",
+                self.max_lookback_epochs,
+                head.height()
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub fn query_error(error: QueryError) -> RpcError {
+    RpcError::method(error)
+}
+
+pub fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+    serde_json::to_value(value)
+        .map_err(|error| RpcError::new(super::protocol::INTERNAL_ERROR, error.to_string()))
+}
+
+pub type Handler = fn(&Context, &[Value]) -> Result<Value, RpcError>;
+
+/// A method: its name, its params' names (for `Discover`), and its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Method {
+    pub name: &'static str,
+    pub params: &'static [&'static str],
+    pub handler: Handler,
+}
+
+const fn method(name: &'static str, params: &'static [&'static str], handler: Handler) -> Method {
+    Method {
+        name,
+        params,
+        handler,
+    }
+}
+
+/// Methods whose signature is the same on both versions.
+static COMMON: &[Method] = &[
+    method("Filecoin.ChainHead", &[], chain::head),
+    method("Filecoin.ChainGetTipSet", &["tipsetKey"], chain::get_tipset),
+    method(
+        "Filecoin.ChainGetTipSetByHeight",
+        &["height", "tipsetKey"],
+        chain::tipset_by_height,
+    ),
+    method(
+        "Filecoin.ChainGetTipSetAfterHeight",
+        &["height", "tipsetKey"],
+        chain::tipset_after_height,
+    ),
+    method("Filecoin.ChainGetBlock", &["blockCid"], chain::get_block),
+    method(
+        "Filecoin.ChainGetBlockMessages",
+        &["blockCid"],
+        chain::block_messages,
+    ),
+    method(
+        "Filecoin.ChainGetParentMessages",
+        &["blockCid"],
+        chain::parent_messages,
+    ),
+    method(
+        "Filecoin.ChainGetParentReceipts",
+        &["blockCid"],
+        chain::parent_receipts,
+    ),
+    method(
+        "Filecoin.ChainGetMessage",
+        &["messageCid"],
+        chain::get_message,
+    ),
+    method(
+        "Filecoin.ChainGetMessagesInTipset",
+        &["tipsetKey"],
+        chain::messages_in_tipset,
+    ),
+    method("Filecoin.ChainReadObj", &["cid"], chain::read_obj),
+    method("Filecoin.ChainHasObj", &["cid"], chain::has_obj),
+    method("Filecoin.ChainGetGenesis", &[], chain::genesis),
+    method("Filecoin.ChainGetPath", &["from", "to"], chain::path),
+    method(
+        "Filecoin.StateGetActor",
+        &["address", "tipsetKey"],
+        state::get_actor,
+    ),
+    method(
+        "Filecoin.WalletBalance",
+        &["address"],
+        state::wallet_balance,
+    ),
+    method(
+        "Filecoin.StateLookupID",
+        &["address", "tipsetKey"],
+        state::lookup_id,
+    ),
+    method(
+        "Filecoin.StateAccountKey",
+        &["address", "tipsetKey"],
+        state::account_key,
+    ),
+    method("Filecoin.StateNetworkName", &[], state::network_name),
+    method("Filecoin.Version", &[], info::version),
+    method("Filecoin.NetVersion", &[], info::net_version),
+    method("Filecoin.NetListening", &[], info::net_listening),
+    method("Filecoin.Web3ClientVersion", &[], info::web3_client_version),
+    method("Filecoin.EthChainId", &[], info::eth_chain_id),
+    method("Filecoin.EthBlockNumber", &[], info::eth_block_number),
+];
+
+/// The handler for `name` on `version`, after alias normalisation.
+pub fn lookup(_version: ApiVersion, name: &str) -> Option<&'static Method> {
+    COMMON.iter().find(|method| method.name == name)
+}
+
+/// Every method served on `version`, for `Discover`.
+pub fn all(_version: ApiVersion) -> impl Iterator<Item = &'static Method> {
+    COMMON.iter()
+}

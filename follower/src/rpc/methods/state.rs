@@ -1,0 +1,62 @@
+//! `State*` and `WalletBalance`: actors and addresses at a tipset's parent state.
+
+use serde_json::Value;
+
+use super::{Context, query_error, to_value};
+use crate::{
+    chain::state::StateError,
+    query::QueryError,
+    rpc::{params::Params, protocol::RpcError},
+};
+
+pub fn get_actor(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    let params = Params::new(params, 2, 2)?;
+    let address = params.address(0)?;
+    let tipset = ctx.tipset(&params.tipset_key(1)?)?;
+    let actor = ctx.chain().actor(&address, &tipset).map_err(query_error)?;
+    to_value(actor.to_json(ctx.network))
+}
+
+/// The balance at the head; an address with no actor holds nothing, as in Lotus.
+pub fn wallet_balance(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    let params = Params::new(params, 1, 1)?;
+    let address = params.address(0)?;
+    let chain = ctx.chain();
+    let head = chain.head().map_err(query_error)?;
+    match chain.actor(&address, &head) {
+        Ok(actor) => Ok(Value::String(actor.balance.atto().to_string())),
+        Err(QueryError::State(StateError::ActorNotFound(_))) => Ok(Value::String("0".into())),
+        Err(error) => Err(query_error(error)),
+    }
+}
+
+pub fn lookup_id(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    let params = Params::new(params, 2, 2)?;
+    let address = params.address(0)?;
+    let tipset = ctx.tipset(&params.tipset_key(1)?)?;
+    let id = ctx
+        .chain()
+        .lookup_id(&address, &tipset)
+        .map_err(query_error)?;
+    Ok(Value::String(ctx.network.format_address(&id)))
+}
+
+pub fn account_key(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    let params = Params::new(params, 2, 2)?;
+    let address = params.address(0)?;
+    let tipset = ctx.tipset(&params.tipset_key(1)?)?;
+    let key = ctx
+        .chain()
+        .account_key(&address, &tipset)
+        .map_err(query_error)?;
+    Ok(Value::String(ctx.network.format_address(&key)))
+}
+
+pub fn network_name(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    Params::new(params, 0, 0)?;
+    let chain = ctx.chain();
+    let head = chain.head().map_err(query_error)?;
+    Ok(Value::String(
+        chain.network_name(&head).map_err(query_error)?,
+    ))
+}

@@ -1,0 +1,301 @@
+//! The JSON-RPC server: HTTP POST and websocket on `/rpc/v0` and `/rpc/v1`,
+//! health on `/health/livez` and `/health/readyz`. Requests are checked against
+//! the limits before parsing; methods run on blocking threads (the store is
+//! synchronous); every answer is a JSON-RPC response, never a hang.
+
+pub mod methods;
+pub mod params;
+pub mod protocol;
+mod ws;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{State, WebSocketUpgrade},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use self::{
+    methods::{ApiVersion, Context},
+    protocol::{RpcError, failure, normalize_method, parse_request, success},
+};
+use crate::{chain::TipSetKey, metrics::Metrics};
+
+/// The request limits, each answered with a JSON-RPC error.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+    pub max_json_depth: usize,
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_batch: 100,
+            max_json_depth: 32,
+            max_subscriptions: 16,
+        }
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Server {
+    pub ctx: Context,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// The head's tipset key, as last seen in the store (updated by [`watch_head`]).
+    pub head: watch::Receiver<Option<TipSetKey>>,
+    /// Becomes true when the server shuts down: channels close first.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/rpc/v0", get(websocket_v0).post(http_v0))
+        .route("/rpc/v1", get(websocket_v1).post(http_v1))
+        .route("/health/livez", get(|| async { "ok" }))
+        .route("/health/readyz", get(readyz))
+        .with_state(server)
+}
+
+async fn http_v0(State(server): State<Arc<Server>>, body: Body) -> Response {
+    http(server, ApiVersion::V0, body).await
+}
+
+async fn http_v1(State(server): State<Arc<Server>>, body: Body) -> Response {
+    http(server, ApiVersion::V1, body).await
+}
+
+async fn websocket_v0(State(server): State<Arc<Server>>, upgrade: WebSocketUpgrade) -> Response {
+    ws::upgrade(server, ApiVersion::V0, upgrade)
+}
+
+async fn websocket_v1(State(server): State<Arc<Server>>, upgrade: WebSocketUpgrade) -> Response {
+    ws::upgrade(server, ApiVersion::V1, upgrade)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn http(server: Arc<Server>, version: ApiVersion, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, server.limits.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let error = RpcError::limit(format!(
+                "request body over {} bytes",
+                server.limits.max_body_bytes
+            ));
+            return json_response(StatusCode::PAYLOAD_TOO_LARGE, &failure(Value::Null, &error));
+        }
+    };
+    match handle_body(&server, version, &bytes, false).await {
+        Some(response) => json_response(StatusCode::OK, &response),
+        // Only notifications: nothing to answer.
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Answers one body: a request or a batch. `None` when every call was a notification.
+pub async fn handle_body(
+    server: &Server,
+    version: ApiVersion,
+    bytes: &Bytes,
+    websocket: bool,
+) -> Option<Value> {
+    if protocol::too_deep(bytes, server.limits.max_json_depth) {
+        let error = RpcError::limit(format!(
+            "JSON nested deeper than {}",
+            server.limits.max_json_depth
+        ));
+        return Some(failure(Value::Null, &error));
+    }
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(error) => {
+            return Some(failure(
+                Value::Null,
+                &RpcError::new(protocol::PARSE_ERROR, error.to_string()),
+            ));
+        }
+    };
+    match value {
+        Value::Array(batch) => {
+            if batch.is_empty() {
+                return Some(failure(
+                    Value::Null,
+                    &RpcError::new(protocol::INVALID_REQUEST, "empty batch"),
+                ));
+            }
+            if batch.len() > server.limits.max_batch {
+                let error = RpcError::limit(format!(
+                    "batch of {} over the limit of {}",
+                    batch.len(),
+                    server.limits.max_batch
+                ));
+                return Some(failure(Value::Null, &error));
+            }
+            let mut responses = Vec::with_capacity(batch.len());
+            for request in batch {
+                if let Some(response) = handle_value(server, version, request, websocket).await {
+                    responses.push(response);
+                }
+            }
+            (!responses.is_empty()).then_some(Value::Array(responses))
+        }
+        single => handle_value(server, version, single, websocket).await,
+    }
+}
+
+async fn handle_value(
+    server: &Server,
+    version: ApiVersion,
+    value: Value,
+    websocket: bool,
+) -> Option<Value> {
+    let request = match parse_request(value) {
+        Ok(request) => request,
+        Err((id, error)) => return Some(failure(id, &error)),
+    };
+    let id = request.id.clone();
+    let result = call(server, version, request.method, request.params, websocket).await;
+    let id = id?;
+    Some(match result {
+        Ok(value) => success(id, value),
+        Err(error) => failure(id, &error),
+    })
+}
+
+/// Runs one method with metrics. Channel methods are the websocket's business.
+pub async fn call(
+    server: &Server,
+    version: ApiVersion,
+    method: String,
+    params: Vec<Value>,
+    websocket: bool,
+) -> Result<Value, RpcError> {
+    let name = normalize_method(&method);
+    let Some(entry) = methods::lookup(version, &name) else {
+        if name == "Filecoin.ChainNotify" && !websocket {
+            return Err(RpcError::method(
+                "ChainNotify is a channel method: call it over a websocket",
+            ));
+        }
+        server
+            .metrics
+            .rpc_requests
+            .with_label_values(&["unknown", &protocol::METHOD_NOT_FOUND.to_string()])
+            .inc();
+        return Err(RpcError::new(
+            protocol::METHOD_NOT_FOUND,
+            format!("method '{method}' not found"),
+        ));
+    };
+    let started = Instant::now();
+    let ctx = server.ctx.clone();
+    let handler = entry.handler;
+    let result = tokio::task::spawn_blocking(move || handler(&ctx, &params))
+        .await
+        .unwrap_or_else(|_| {
+            Err(RpcError::new(
+                protocol::INTERNAL_ERROR,
+                "the method failed unexpectedly",
+            ))
+        });
+    let code = result.as_ref().map_or_else(|error| error.code, |_| 0);
+    server
+        .metrics
+        .rpc_requests
+        .with_label_values(&[entry.name, &code.to_string()])
+        .inc();
+    server
+        .metrics
+        .rpc_duration
+        .with_label_values(&[entry.name])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Ready while the store answers and its schema is one this build reads. A
+/// stale head never fails it: lag shows in metrics, not in an emptied Service.
+async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    let store = server.ctx.store.clone();
+    let check = tokio::task::spawn_blocking(move || store.check_readable()).await;
+    match check {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(error)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("store: {error}\n")).into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store: the check failed\n").into_response(),
+    }
+}
+
+/// Polls the store's head (every `interval`), publishing its tipset key and the
+/// head metrics. Store errors are logged and retried: readers keep serving.
+pub async fn watch_head(
+    ctx: Context,
+    metrics: Metrics,
+    sender: watch::Sender<Option<TipSetKey>>,
+    interval: Duration,
+) {
+    let mut last_version = None;
+    loop {
+        let store = ctx.store.clone();
+        let network = ctx.network;
+        let polled = tokio::task::spawn_blocking(
+            move || -> anyhow::Result<Option<(u64, TipSetKey, i64, u64)>> {
+                let Some(head) = store.head()? else {
+                    return Ok(None);
+                };
+                let tipset =
+                    crate::query::Chain::new(store.as_ref(), network).tipset(&head.tipset)?;
+                Ok(Some((
+                    head.version,
+                    head.tipset,
+                    head.height,
+                    tipset.timestamp(),
+                )))
+            },
+        )
+        .await;
+        match polled {
+            Ok(Ok(Some((version, key, height, timestamp)))) => {
+                metrics.head_height.set(height);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or_default();
+                metrics.head_lag_seconds.set(now - timestamp as f64);
+                if last_version != Some(version) {
+                    last_version = Some(version);
+                    sender.send_replace(Some(key));
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => tracing::warn!("cannot read the head: {error:#}"),
+            Err(error) => tracing::warn!("head poll failed: {error}"),
+        }
+        if sender.is_closed() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! `lotus-follower serve`: the RPC listener, the metrics listener and the head
+//! watcher around one store, started and stopped as a unit.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    chain::Network,
+    metrics::Metrics,
+    rpc::{self, Limits, Server, methods::Context},
+    store::{Store, StoreError, cached::CachedStore},
+};
+
+/// How often the head pointer is polled (DESIGN.md: at most 100 ms).
+pub const HEAD_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub network: Network,
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub cache_bytes: u64,
+    pub limits: Limits,
+    pub max_lookback_epochs: i64,
+}
+
+#[derive(Debug)]
+pub struct RunningServer {
+    pub rpc_address: SocketAddr,
+    pub metrics_address: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Result<RunningServer> {
+    // An empty store is served (readiness says why it is not ready); a schema
+    // newer than this build understands is refused outright.
+    if let Err(error @ StoreError::SchemaTooNew { .. }) = store.check_readable() {
+        anyhow::bail!("{error}");
+    }
+    let metrics = Metrics::new()?;
+    let cached: Arc<dyn Store> = Arc::new(CachedStore::new(
+        store,
+        options.cache_bytes,
+        metrics.cache_hits.clone(),
+        metrics.cache_misses.clone(),
+    ));
+    let ctx = Context {
+        store: cached,
+        network: options.network,
+        max_lookback_epochs: options.max_lookback_epochs,
+    };
+    let (head_sender, head) = watch::channel(None);
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    let server = Arc::new(Server {
+        ctx: ctx.clone(),
+        limits: options.limits,
+        metrics: metrics.clone(),
+        head,
+        shutdown: shutdown_receiver.clone(),
+    });
+
+    let mut tasks = vec![tokio::spawn(rpc::watch_head(
+        ctx,
+        metrics.clone(),
+        head_sender,
+        HEAD_POLL,
+    ))];
+    let listener = TcpListener::bind(options.listen).await?;
+    let rpc_address = listener.local_addr()?;
+    let app = rpc::router(server);
+    let mut stop = shutdown_receiver.clone();
+    tasks.push(tokio::spawn(async move {
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        });
+        if let Err(error) = serving.await {
+            tracing::error!("RPC listener failed: {error}");
+        }
+    }));
+
+    let metrics_address = match options.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address).await?;
+            let bound = listener.local_addr()?;
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move { metrics.render() }
+                }),
+            );
+            let mut stop = shutdown_receiver.clone();
+            tasks.push(tokio::spawn(async move {
+                let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                });
+                if let Err(error) = serving.await {
+                    tracing::error!("metrics listener failed: {error}");
+                }
+            }));
+            Some(bound)
+        }
+        None => None,
+    };
+    Ok(RunningServer {
+        rpc_address,
+        metrics_address,
+        shutdown,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// Closes every channel (`xrpc.ch.close`), stops accepting, and waits.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.into_iter().skip(1) {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Parses sizes like `512MiB`, `1GiB`, `100M` or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}"))?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "M" | "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "G" | "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {text:?}")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100M"), Ok(100_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+}
