@@ -299,3 +299,6 @@ pub async fn watch_head(
         tokio::time::sleep(interval).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
