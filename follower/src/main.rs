@@ -70,6 +70,9 @@ struct ServeArgs {
         default_value_t = 2880
     )]
     max_lookback_epochs: i64,
+    /// How long StateWaitMsg waits for confirmations, in seconds.
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAIT_SECONDS", default_value_t = 300)]
+    max_wait_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +128,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             max_subscriptions: args.max_subscriptions,
         },
         max_lookback_epochs: args.max_lookback_epochs,
+        max_wait: std::time::Duration::from_secs(args.max_wait_seconds),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub cache_bytes: u64,
     pub limits: Limits,
     pub max_lookback_epochs: i64,
+    /// How long `StateWaitMsg` may wait.
+    pub max_wait: Duration,
 }
 
 #[derive(Debug)]
@@ -50,6 +52,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
         store: cached,
         network: options.network,
         max_lookback_epochs: options.max_lookback_epochs,
+        max_wait: options.max_wait,
     };
     let (head_sender, head) = watch::channel(None);
     let (shutdown, shutdown_receiver) = watch::channel(false);

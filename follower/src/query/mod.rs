@@ -4,6 +4,8 @@
 
 mod tipsets;
 
+pub use tipsets::MessageLookup;
+
 use cid::Cid;
 use fvm_ipld_amt::Amtv0;
 use fvm_shared::address::{Address, Payload};

@@ -46,6 +46,7 @@ impl Fixture {
             cache_bytes: 64 << 20,
             limits,
             max_lookback_epochs: 2880,
+            max_wait: Duration::from_secs(1),
         };
         let server = start(store.clone(), options).await?;
         Ok(Some(Self {
@@ -625,5 +626,171 @@ async fn health_and_metrics() -> anyhow::Result<()> {
     let response = empty.call("Filecoin.ChainHead", json!([])).await?;
     assert_eq!(error_code(&response), Some(protocol::METHOD_ERROR));
     empty.server.stop().await;
+    Ok(())
+}
+
+/// The documented example params of every method in an OpenRPC document.
+fn documented_params(document: &str) -> anyhow::Result<Option<Vec<(String, Vec<Value>)>>> {
+    let Some(text) = testdata::read_string(&format!("openrpc/{document}"))? else {
+        return Ok(None);
+    };
+    let doc: Value = serde_json::from_str(&text)?;
+    let methods = doc["methods"].as_array().cloned().unwrap_or_default();
+    Ok(Some(
+        methods
+            .iter()
+            .map(|method| {
+                let params = method["params"]
+                    .as_array()
+                    .map(|params| {
+                        params
+                            .iter()
+                            .map(|p| p["schema"]["examples"][0].clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    method["name"].as_str().unwrap_or_default().to_owned(),
+                    params,
+                )
+            })
+            .collect(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lotus_documented_params_parse_and_results_have_lotus_shapes() -> anyhow::Result<()> {
+    let Some(fixture) = Fixture::new(
+        &["genesis/mainnet.car", "chains/chain4.car"],
+        Network::Mainnet,
+        Limits::default(),
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    for (document, path, version) in [
+        ("gateway.json", "/rpc/v1", super::methods::ApiVersion::V1),
+        ("v0-gateway.json", "/rpc/v0", super::methods::ApiVersion::V0),
+    ] {
+        let Some(documented) = documented_params(document)? else {
+            return Ok(());
+        };
+        let mut checked = 0;
+        for method in super::methods::all(version) {
+            let Some((_, params)) = documented.iter().find(|(name, _)| name == method.name) else {
+                continue;
+            };
+            // The examples name CIDs and heights this store does not have: an
+            // error saying so is fine, one about the params is not.
+            let response = fixture
+                .call_on(path, method.name, Value::Array(params.clone()))
+                .await?;
+            let code = error_code(&response);
+            assert!(
+                !matches!(
+                    code,
+                    Some(
+                        protocol::INVALID_PARAMS
+                            | protocol::METHOD_NOT_FOUND
+                            | protocol::PARSE_ERROR
+                    )
+                ),
+                "{document} {}: the documented params {} do not parse: {response}",
+                method.name,
+                Value::Array(params.clone())
+            );
+            checked += 1;
+        }
+        println!("{document}: the documented params of {checked} served methods parse");
+        assert!(checked > 10, "{document}: only {checked} methods checked");
+    }
+
+    // Our answers on the imported chain have the shape of Lotus's examples.
+    let head = fixture.result("Filecoin.ChainHead", json!([])).await?;
+    let block = head["Cids"][0].clone();
+    let tsk = head["Cids"].clone();
+    // chain4.car's only messages are at height 1, and it lacks the receipts at
+    // height 2: a search for one answers with an error naming what is missing.
+    let one = fixture
+        .result("Filecoin.ChainGetTipSetByHeight", json!([1, null]))
+        .await?;
+    let messages = fixture
+        .result("Filecoin.ChainGetMessagesInTipset", json!([one["Cids"]]))
+        .await?;
+    let message = messages[0]["Cid"].clone();
+    for (path, method, params) in [
+        (
+            "/rpc/v1",
+            "Filecoin.StateSearchMsg",
+            json!([null, message, -1, true]),
+        ),
+        (
+            "/rpc/v1",
+            "Filecoin.StateWaitMsg",
+            json!([message, 0, -1, true]),
+        ),
+        ("/rpc/v0", "Filecoin.StateSearchMsg", json!([message])),
+        ("/rpc/v0", "Filecoin.StateWaitMsg", json!([message, 0])),
+        (
+            "/rpc/v0",
+            "Filecoin.StateGetReceipt",
+            json!([message, null]),
+        ),
+    ] {
+        let response = fixture.call_on(path, method, params).await?;
+        let error = response["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("receipts") && error.contains("not in the store"),
+            "{path} {method}: {response}"
+        );
+    }
+    let genesis = fixture
+        .result("Filecoin.ChainGetGenesis", json!([]))
+        .await?["Cids"]
+        .clone();
+    let calls: Vec<(&str, Value)> = vec![
+        ("Filecoin.ChainHead", json!([])),
+        ("Filecoin.ChainGetTipSet", json!([tsk])),
+        ("Filecoin.ChainGetTipSetByHeight", json!([2, tsk])),
+        ("Filecoin.ChainGetTipSetAfterHeight", json!([2, null])),
+        ("Filecoin.ChainGetBlock", json!([block])),
+        ("Filecoin.ChainGetBlockMessages", json!([block])),
+        ("Filecoin.ChainGetParentMessages", json!([block])),
+        ("Filecoin.ChainGetParentReceipts", json!([block])),
+        ("Filecoin.ChainGetMessage", json!([message])),
+        ("Filecoin.ChainGetMessagesInTipset", json!([tsk])),
+        ("Filecoin.ChainReadObj", json!([block])),
+        ("Filecoin.ChainHasObj", json!([block])),
+        ("Filecoin.ChainGetGenesis", json!([])),
+        (
+            "Filecoin.ChainGetPath",
+            json!([
+                fixture
+                    .result("Filecoin.ChainGetGenesis", json!([]))
+                    .await?["Cids"],
+                tsk
+            ]),
+        ),
+        // chain4.car holds state at genesis only.
+        ("Filecoin.StateGetActor", json!(["f090", genesis])),
+        ("Filecoin.StateLookupID", json!(["f090", genesis])),
+        ("Filecoin.StateNetworkName", json!([])),
+        ("Filecoin.Version", json!([])),
+        ("Filecoin.Discover", json!([])),
+        ("Filecoin.NetVersion", json!([])),
+        ("Filecoin.NetListening", json!([])),
+        ("Filecoin.Web3ClientVersion", json!([])),
+        ("Filecoin.EthChainId", json!([])),
+        ("Filecoin.EthBlockNumber", json!([])),
+    ];
+    for (method, params) in calls {
+        let ours = fixture.result(method, params.clone()).await?;
+        assert!(!ours.is_null(), "{method}({params}) answered null");
+        let example = testdata::openrpc_example("gateway.json", method)?
+            .ok_or_else(|| anyhow::anyhow!("no gateway.json"))?;
+        testdata::assert_shape(&ours, &example, method)?;
+    }
+    fixture.server.stop().await;
     Ok(())
 }

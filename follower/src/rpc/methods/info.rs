@@ -15,6 +15,7 @@ pub fn version(_ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
         "Version": format!("lotus-follower {}", env!("CARGO_PKG_VERSION")),
         "APIVersion": API_VERSION,
         "BlockDelay": 30,
+        "Agent": "lotus-follower",
     }))
 }
 

@@ -3,7 +3,9 @@
 //! blocking thread.
 
 pub mod chain;
+mod discover;
 mod info;
+mod search;
 mod state;
 
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub struct Context {
     pub network: Network,
     /// Requests may look back at most this many epochs from the head.
     pub max_lookback_epochs: i64,
+    /// How long `StateWaitMsg` waits on the head before answering with an error.
+    pub max_wait: std::time::Duration,
 }
 
 impl Context {
@@ -161,14 +165,58 @@ static COMMON: &[Method] = &[
     method("Filecoin.Web3ClientVersion", &[], info::web3_client_version),
     method("Filecoin.EthChainId", &[], info::eth_chain_id),
     method("Filecoin.EthBlockNumber", &[], info::eth_block_number),
+    method("Filecoin.Discover", &[], discover::discover),
 ];
 
-/// The handler for `name` on `version`, after alias normalisation.
-pub fn lookup(_version: ApiVersion, name: &str) -> Option<&'static Method> {
-    COMMON.iter().find(|method| method.name == name)
+/// Methods whose v1 signature differs from v0's.
+static V1_ONLY: &[Method] = &[
+    method(
+        "Filecoin.StateSearchMsg",
+        &["tipsetKey", "messageCid", "limit", "allowReplaced"],
+        search::search_msg,
+    ),
+    method(
+        "Filecoin.StateWaitMsg",
+        &["messageCid", "confidence", "limit", "allowReplaced"],
+        search::wait_msg,
+    ),
+];
+
+/// Lotus's v0 signatures, and methods only v0 has.
+static V0_ONLY: &[Method] = &[
+    method(
+        "Filecoin.StateSearchMsg",
+        &["messageCid"],
+        search::search_msg_v0,
+    ),
+    method(
+        "Filecoin.StateWaitMsg",
+        &["messageCid", "confidence"],
+        search::wait_msg_v0,
+    ),
+    method(
+        "Filecoin.StateGetReceipt",
+        &["messageCid", "tipsetKey"],
+        search::get_receipt_v0,
+    ),
+];
+
+fn tables(version: ApiVersion) -> [&'static [Method]; 2] {
+    match version {
+        ApiVersion::V0 => [V0_ONLY, COMMON],
+        ApiVersion::V1 => [V1_ONLY, COMMON],
+    }
 }
 
-/// Every method served on `version`, for `Discover`.
-pub fn all(_version: ApiVersion) -> impl Iterator<Item = &'static Method> {
-    COMMON.iter()
+/// The handler for `name` on `version`, after alias normalisation.
+pub fn lookup(version: ApiVersion, name: &str) -> Option<&'static Method> {
+    tables(version)
+        .into_iter()
+        .flatten()
+        .find(|method| method.name == name)
+}
+
+/// Every method served on `version` (`Discover`), ChainNotify aside.
+pub fn all(version: ApiVersion) -> impl Iterator<Item = &'static Method> {
+    tables(version).into_iter().flatten()
 }

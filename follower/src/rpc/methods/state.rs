@@ -52,11 +52,20 @@ pub fn account_key(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     Ok(Value::String(ctx.network.format_address(&key)))
 }
 
+/// The name in the init actor's state, which never changes: read at the head,
+/// or at genesis when the head's state is not stored (a chain imported without
+/// its recent state).
 pub fn network_name(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     Params::new(params, 0, 0)?;
     let chain = ctx.chain();
     let head = chain.head().map_err(query_error)?;
-    Ok(Value::String(
-        chain.network_name(&head).map_err(query_error)?,
-    ))
+    let name = match chain.network_name(&head) {
+        Ok(name) => name,
+        Err(QueryError::State(StateError::MissingRoot(_))) => {
+            let genesis = chain.genesis().map_err(query_error)?;
+            chain.network_name(&genesis).map_err(query_error)?
+        }
+        Err(error) => return Err(query_error(error)),
+    };
+    Ok(Value::String(name))
 }
