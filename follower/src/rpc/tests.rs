@@ -629,8 +629,11 @@ async fn health_and_metrics() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A method's name and its documented example params.
+type DocumentedCall = (String, Vec<Value>);
+
 /// The documented example params of every method in an OpenRPC document.
-fn documented_params(document: &str) -> anyhow::Result<Option<Vec<(String, Vec<Value>)>>> {
+fn documented_params(document: &str) -> anyhow::Result<Option<Vec<DocumentedCall>>> {
     let Some(text) = testdata::read_string(&format!("openrpc/{document}"))? else {
         return Ok(None);
     };
