@@ -302,3 +302,6 @@ pub async fn watch_head(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
