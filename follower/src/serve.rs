@@ -62,6 +62,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
         metrics: metrics.clone(),
         head,
         shutdown: shutdown_receiver.clone(),
+        responses: rpc::response_cache(options.cache_bytes / 8),
     });
 
     let mut tasks = vec![tokio::spawn(rpc::watch_head(

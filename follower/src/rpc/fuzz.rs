@@ -30,6 +30,7 @@ fn server(dir: &tempfile::TempDir) -> anyhow::Result<Server> {
         metrics: Metrics::new()?,
         head,
         shutdown,
+        responses: super::response_cache(1 << 20),
     })
 }
 
@@ -101,6 +102,7 @@ proptest! {
         let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Bytes::from(bytes), false));
         // Random bytes are never a notification-only body.
         let response = response.ok_or_else(|| TestCaseError::fail("no answer"))?;
+        let response: Value = serde_json::from_str(&response).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(well_formed(&response), "{response}");
     }
 
@@ -115,6 +117,7 @@ proptest! {
         let notifications = batch.iter().take(calls).filter(|request| request.get("id").is_none()).count();
         match response {
             Some(response) => {
+                let response: Value = serde_json::from_str(&response).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert!(well_formed(&response), "{response}");
                 if let Value::Array(items) = &response {
                     prop_assert_eq!(items.len(), calls - notifications);

@@ -21,7 +21,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde_json::Value;
+use quick_cache::{Weighter, sync::Cache};
+use serde_json::{Value, value::RawValue};
 use tokio::sync::watch;
 
 use self::{
@@ -50,16 +51,57 @@ impl Default for Limits {
     }
 }
 
+/// The head as the watcher last saw it: the store's head version and tipset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenHead {
+    pub version: u64,
+    pub tipset: TipSetKey,
+}
+
+/// Serialized results of recent calls, valid for one head version: answers
+/// depend only on content-addressed data and the head, so a new head simply
+/// makes new keys and old entries age out.
+pub type ResponseCache = Cache<ResponseKey, Arc<RawValue>, ResponseWeight>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResponseKey {
+    version: ApiVersion,
+    head: u64,
+    method: &'static str,
+    params: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseWeight;
+
+impl Weighter<ResponseKey, Arc<RawValue>> for ResponseWeight {
+    fn weight(&self, key: &ResponseKey, result: &Arc<RawValue>) -> u64 {
+        (key.params.len() + result.get().len() + 64) as u64
+    }
+}
+
+pub fn response_cache(capacity_bytes: u64) -> ResponseCache {
+    Cache::with_weighter(
+        (capacity_bytes / 4096).clamp(16, 1 << 20) as usize,
+        capacity_bytes,
+        ResponseWeight,
+    )
+}
+
+/// Methods whose answer may change without the head changing.
+const UNCACHEABLE: &[&str] = &["Filecoin.StateWaitMsg"];
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Server {
     pub ctx: Context,
     pub limits: Limits,
     pub metrics: Metrics,
-    /// The head's tipset key, as last seen in the store (updated by [`watch_head`]).
-    pub head: watch::Receiver<Option<TipSetKey>>,
+    /// The head, as last seen in the store (updated by [`watch_head`]).
+    pub head: watch::Receiver<Option<SeenHead>>,
     /// Becomes true when the server shuts down: channels close first.
     pub shutdown: watch::Receiver<bool>,
+    pub responses: ResponseCache,
 }
 
 pub fn router(server: Arc<Server>) -> Router {
@@ -87,13 +129,8 @@ async fn websocket_v1(State(server): State<Arc<Server>>, upgrade: WebSocketUpgra
     ws::upgrade(server, ApiVersion::V1, upgrade)
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn http(server: Arc<Server>, version: ApiVersion, body: Body) -> Response {
@@ -104,11 +141,11 @@ async fn http(server: Arc<Server>, version: ApiVersion, body: Body) -> Response 
                 "request body over {} bytes",
                 server.limits.max_body_bytes
             ));
-            return json_response(StatusCode::PAYLOAD_TOO_LARGE, &failure(Value::Null, &error));
+            return json_response(StatusCode::PAYLOAD_TOO_LARGE, failure(&Value::Null, &error));
         }
     };
     match handle_body(&server, version, &bytes, false).await {
-        Some(response) => json_response(StatusCode::OK, &response),
+        Some(response) => json_response(StatusCode::OK, response),
         // Only notifications: nothing to answer.
         None => StatusCode::NO_CONTENT.into_response(),
     }
@@ -120,19 +157,19 @@ pub async fn handle_body(
     version: ApiVersion,
     bytes: &Bytes,
     websocket: bool,
-) -> Option<Value> {
+) -> Option<String> {
     if protocol::too_deep(bytes, server.limits.max_json_depth) {
         let error = RpcError::limit(format!(
             "JSON nested deeper than {}",
             server.limits.max_json_depth
         ));
-        return Some(failure(Value::Null, &error));
+        return Some(failure(&Value::Null, &error));
     }
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(error) => {
             return Some(failure(
-                Value::Null,
+                &Value::Null,
                 &RpcError::new(protocol::PARSE_ERROR, error.to_string()),
             ));
         }
@@ -141,7 +178,7 @@ pub async fn handle_body(
         Value::Array(batch) => {
             if batch.is_empty() {
                 return Some(failure(
-                    Value::Null,
+                    &Value::Null,
                     &RpcError::new(protocol::INVALID_REQUEST, "empty batch"),
                 ));
             }
@@ -151,7 +188,7 @@ pub async fn handle_body(
                     batch.len(),
                     server.limits.max_batch
                 ));
-                return Some(failure(Value::Null, &error));
+                return Some(failure(&Value::Null, &error));
             }
             let mut responses = Vec::with_capacity(batch.len());
             for request in batch {
@@ -159,7 +196,7 @@ pub async fn handle_body(
                     responses.push(response);
                 }
             }
-            (!responses.is_empty()).then_some(Value::Array(responses))
+            (!responses.is_empty()).then(|| format!("[{}]", responses.join(",")))
         }
         single => handle_value(server, version, single, websocket).await,
     }
@@ -170,29 +207,29 @@ async fn handle_value(
     version: ApiVersion,
     value: Value,
     websocket: bool,
-) -> Option<Value> {
+) -> Option<String> {
     let request = match parse_request(value) {
         Ok(request) => request,
-        Err((id, error)) => return Some(failure(id, &error)),
+        Err((id, error)) => return Some(failure(&id, &error)),
     };
-    let id = request.id.clone();
-    let result = call(server, version, request.method, request.params, websocket).await;
-    let id = id?;
+    let result = call(server, version, &request.method, request.params, websocket).await;
+    let id = request.id?;
     Some(match result {
-        Ok(value) => success(id, value),
-        Err(error) => failure(id, &error),
+        Ok(result) => success(&id, &result),
+        Err(error) => failure(&id, &error),
     })
 }
 
-/// Runs one method with metrics. Channel methods are the websocket's business.
+/// Runs one method with metrics, from the response cache when the head has not
+/// moved. Channel methods are the websocket's business.
 pub async fn call(
     server: &Server,
     version: ApiVersion,
-    method: String,
+    method: &str,
     params: Vec<Value>,
     websocket: bool,
-) -> Result<Value, RpcError> {
-    let name = normalize_method(&method);
+) -> Result<Arc<RawValue>, RpcError> {
+    let name = normalize_method(method);
     let Some(entry) = methods::lookup(version, &name) else {
         if name == "Filecoin.ChainNotify" && !websocket {
             return Err(RpcError::method(
@@ -210,16 +247,42 @@ pub async fn call(
         ));
     };
     let started = Instant::now();
-    let ctx = server.ctx.clone();
-    let handler = entry.handler;
-    let result = tokio::task::spawn_blocking(move || handler(&ctx, &params))
-        .await
-        .unwrap_or_else(|_| {
-            Err(RpcError::new(
-                protocol::INTERNAL_ERROR,
-                "the method failed unexpectedly",
-            ))
-        });
+    let head = server.head.borrow().as_ref().map(|head| head.version);
+    let key = match head {
+        Some(head) if !UNCACHEABLE.contains(&entry.name) => Some(ResponseKey {
+            version,
+            head,
+            method: entry.name,
+            params: Value::Array(params.clone()).to_string(),
+        }),
+        _ => None,
+    };
+    let cached = key.as_ref().and_then(|key| server.responses.get(key));
+    let result = match cached {
+        Some(result) => Ok(result),
+        None => {
+            let ctx = server.ctx.clone();
+            let handler = entry.handler;
+            let computed: Result<Arc<RawValue>, RpcError> =
+                tokio::task::spawn_blocking(move || {
+                    let value = handler(&ctx, &params)?;
+                    serde_json::value::to_raw_value(&value)
+                        .map(Arc::from)
+                        .map_err(|error| RpcError::new(protocol::INTERNAL_ERROR, error.to_string()))
+                })
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RpcError::new(
+                        protocol::INTERNAL_ERROR,
+                        "the method failed unexpectedly",
+                    ))
+                });
+            if let (Some(key), Ok(result)) = (key, &computed) {
+                server.responses.insert(key, result.clone());
+            }
+            computed
+        }
+    };
     let code = result.as_ref().map_or_else(|error| error.code, |_| 0);
     server
         .metrics
@@ -253,7 +316,7 @@ async fn readyz(State(server): State<Arc<Server>>) -> Response {
 pub async fn watch_head(
     ctx: Context,
     metrics: Metrics,
-    sender: watch::Sender<Option<TipSetKey>>,
+    sender: watch::Sender<Option<SeenHead>>,
     interval: Duration,
 ) {
     let mut last_version = None;
@@ -286,7 +349,10 @@ pub async fn watch_head(
                 metrics.head_lag_seconds.set(now - timestamp as f64);
                 if last_version != Some(version) {
                     last_version = Some(version);
-                    sender.send_replace(Some(key));
+                    sender.send_replace(Some(SeenHead {
+                        version,
+                        tipset: key,
+                    }));
                 }
             }
             Ok(Ok(None)) => {}

@@ -1,7 +1,7 @@
 //! JSON-RPC 2.0 as Lotus speaks it: positional params, batches, Lotus's error
 //! codes, and the checks that run before a request reaches a method.
 
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 
 /// Lotus's code for an error a method returned (go-jsonrpc's default).
 pub const METHOD_ERROR: i64 = 1;
@@ -93,12 +93,27 @@ pub fn parse_request(value: Value) -> Result<Request, (Value, RpcError)> {
     Ok(Request { id, method, params })
 }
 
-pub fn success(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+#[derive(serde::Serialize)]
+struct Success<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a RawValue,
 }
 
-pub fn failure(id: Value, error: &RpcError) -> Value {
+/// A success response around an already serialized result (cached results are
+/// stored serialized, so a cache hit costs a copy, not a serialization).
+pub fn success(id: &Value, result: &RawValue) -> String {
+    serde_json::to_string(&Success {
+        jsonrpc: "2.0",
+        id,
+        result,
+    })
+    .unwrap_or_default()
+}
+
+pub fn failure(id: &Value, error: &RpcError) -> String {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": error.code, "message": error.message}})
+        .to_string()
 }
 
 /// Whether `body` nests arrays and objects deeper than `max`, checked on the

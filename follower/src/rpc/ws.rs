@@ -72,7 +72,7 @@ async fn connection(server: Arc<Server>, version: ApiVersion, socket: WebSocket)
                         "over {} subscriptions on this connection",
                         server.limits.max_subscriptions
                     ));
-                    Some(failure(id, &error))
+                    Some(failure(&id, &error))
                 } else {
                     let channel_id = next_channel;
                     next_channel += 1;
@@ -84,7 +84,8 @@ async fn connection(server: Arc<Server>, version: ApiVersion, socket: WebSocket)
                             task,
                         },
                     );
-                    Some(success(id, json!(channel_id)))
+                    let channel = serde_json::value::to_raw_value(&channel_id).unwrap_or_default();
+                    Some(success(&id, &channel))
                 }
             }
             Some(ChannelCall::Cancel(request_id)) => {
@@ -147,7 +148,7 @@ async fn notify(server: Arc<Server>, channel_id: u64, outbox: mpsc::Sender<Messa
     let mut head = server.head.clone();
     let mut last: Option<TipSetKey> = None;
     loop {
-        let current = head.borrow_and_update().clone();
+        let current = head.borrow_and_update().clone().map(|seen| seen.tipset);
         if let Some(current) = current
             && Some(&current) != last.as_ref()
         {

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Which API a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApiVersion {
     V0,
     V1,
