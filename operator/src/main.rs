@@ -1,6 +1,6 @@
 //! `lotus-follower-operator`: reconciles `LotusFollowerCluster` resources into a
-//! follower fleet (DESIGN.md, "Operator"). The reconciler and the CRD arrive with
-//! the operator issue; until then the binary only knows its command line.
+//! follower fleet (DESIGN.md, "Operator"). `crdgen` prints the CRD; the
+//! reconciler (`run`) arrives with the operator issue.
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +21,13 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run);
-    anyhow::bail!("`{command:?}` is not implemented yet: the operator lands with its own issue")
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Crdgen => {
+            print!("{}", lotus_follower_operator::crd_yaml()?);
+            Ok(())
+        }
+        Command::Run => anyhow::bail!(
+            "`run` is not implemented yet: the reconciler lands with the operator issue"
+        ),
+    }
 }

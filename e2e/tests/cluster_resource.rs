@@ -1,0 +1,126 @@
+//! The `LotusFollowerCluster` CRD on the real API server: the minimal resource is
+//! accepted as written, and specs the operator could never reconcile are refused
+//! by the schema with messages a user can act on.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, CustomResourceExt, ResourceExt,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+    core::ApiResource,
+};
+use lotus_follower_e2e::{Check, TestBed, TestNamespace, wait_until};
+use lotus_follower_operator::crd::LotusFollowerCluster;
+use serde_json::{Value, json};
+
+fn minimal(name: &str) -> Value {
+    json!({
+        "apiVersion": "lotus-follower.io/v1alpha1",
+        "kind": "LotusFollowerCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "network": "calibnet",
+            "database": {"external": {"contactPoints": ["yb-tserver.db.svc:9042"], "keyspace": "lotus_calibnet"}},
+            "leader": {"external": {"url": "http://lotus.lotus.svc:1234/rpc/v1"}},
+            "followers": {"replicas": 2},
+        },
+    })
+}
+
+/// `minimal` with `patch` merged into its spec.
+fn with_spec(name: &str, patch: Value) -> Value {
+    let mut resource = minimal(name);
+    merge(&mut resource["spec"], patch);
+    resource
+}
+
+fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch,
+    }
+}
+
+#[tokio::test]
+async fn the_schema_accepts_the_minimal_resource_and_refuses_bad_specs() -> anyhow::Result<()> {
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let client = bed.kube_client().await?;
+        let crd = LotusFollowerCluster::crd();
+        let crds = Api::<CustomResourceDefinition>::all(client.clone());
+        crds.patch(&crd.name_any(), &PatchParams::apply("lotus-follower-e2e").force(), &Patch::Apply(&crd))
+            .await?;
+        wait_until("the LotusFollowerCluster CRD established", Duration::from_secs(30), || async {
+            let conditions = crds.get(&crd.name_any()).await?.status.and_then(|s| s.conditions).unwrap_or_default();
+            let established = conditions.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(Check::when(established, (), format!("{} conditions", conditions.len())))
+        })
+        .await?;
+
+        let ns = TestNamespace::create(&client, "lfc-schema").await?;
+        let resource = ApiResource::erase::<LotusFollowerCluster>(&());
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &resource);
+        let create = |value: Value| {
+            let api = api.clone();
+            async move { anyhow::Ok(api.create(&PostParams::default(), &serde_json::from_value(value)?).await) }
+        };
+
+        create(minimal("demo")).await??;
+        let typed = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name).get("demo").await?;
+        println!("minimal LotusFollowerCluster accepted: network {:?}, {} followers", typed.spec.network, typed.spec.followers.replicas.unwrap_or_default());
+
+        let refusals = [
+            ("an unknown network", with_spec("bad-network", json!({"network": "no-such-network"})), "Unsupported value"),
+            ("negative replicas", with_spec("bad-replicas", json!({"followers": {"replicas": -1}})), "greater than or equal to 0"),
+            (
+                "min above max",
+                with_spec("bad-range", json!({"followers": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetRequestsPerSecond": "100"}}})),
+                "minReplicas must not exceed maxReplicas",
+            ),
+            (
+                "a CPU target without a CPU request",
+                with_spec("bad-cpu", json!({"followers": {"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 60}}})),
+                "needs followers.resources.requests.cpu",
+            ),
+            (
+                "one Secret for both roles",
+                with_spec("bad-credentials", json!({"database": {"external": {
+                    "ingesterCredentials": {"secretName": "db"}, "followerCredentials": {"secretName": "db"}}}})),
+                "must be a different Secret",
+            ),
+            ("no database", {
+                let mut value = minimal("bad-database");
+                value["spec"]["database"] = json!({});
+                value
+            }, "database.external is required"),
+            ("a bad keyspace", with_spec("bad-keyspace", json!({"database": {"external": {"keyspace": "Bad-Name"}}})), "should match"),
+        ];
+        for (what, value, expected) in refusals {
+            match create(value).await? {
+                Err(kube::Error::Api(status)) => {
+                    let message = status.message;
+                    println!("refused {what}: {message}");
+                    assert!(message.contains(expected), "{what}: {message}");
+                }
+                Err(error) => anyhow::bail!("{what}: {error}"),
+                Ok(_) => anyhow::bail!("{what} was accepted"),
+            }
+        }
+
+        // The network cannot change once set.
+        let change = json!({"spec": {"network": "mainnet"}});
+        let message = match api.patch("demo", &PatchParams::default(), &Patch::Merge(&change)).await {
+            Err(kube::Error::Api(status)) => status.message,
+            other => anyhow::bail!("a network change was not refused: {other:?}"),
+        };
+        println!("refused a network change: {message}");
+        assert!(message.contains("network is immutable"), "{message}");
+        ns.delete().await
+    })
+    .await
+}

@@ -1,0 +1,24 @@
+//! The operator's library: the `LotusFollowerCluster` resource now; the
+//! reconcile pipeline (observe → validate → build → apply → prune → status)
+//! lands with the operator issue.
+
+pub mod crd;
+
+/// The CRD as `crdgen` prints it and `crds/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&crd::LotusFollowerCluster::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_crd_is_the_generated_one() -> anyhow::Result<()> {
+        let committed = include_str!("../../crds/lotusfollowerclusters.lotus-follower.io.yaml");
+        assert!(
+            committed == super::crd_yaml()?,
+            "crds/ is stale: run `cargo run -p lotus-follower-operator -- crdgen > crds/lotusfollowerclusters.lotus-follower.io.yaml`"
+        );
+        Ok(())
+    }
+}
