@@ -2,6 +2,7 @@
 //! reconcile pipeline (observe → validate → build → apply → prune → status)
 //! lands with the operator issue.
 
+pub mod build;
 pub mod crd;
 
 /// The CRD as `crdgen` prints it and `crds/` holds it.

@@ -1,0 +1,477 @@
+//! The followers' Deployment: `lotus-follower serve` with the fixed flags of
+//! DESIGN.md, restricted security context, probes on the health endpoints, spread
+//! across nodes. With autoscaling on, `replicas` is left to the HPA.
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+            TopologySpreadConstraint, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::{ResourceExt, api::ObjectMeta};
+
+use super::common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels};
+use crate::crd::{CredentialsSecret, LotusFollowerCluster, NetworkName};
+
+pub const COMPONENT: &str = "follower";
+pub const RPC_PORT: i32 = 1234;
+pub const METRICS_PORT: i32 = 9091;
+/// Replicas when the resource gives none and autoscaling is off.
+pub const DEFAULT_REPLICAS: i32 = 2;
+/// The unprivileged user the container runs as.
+const RUN_AS: i64 = 65532;
+
+const DB_CREDENTIALS_DIR: &str = "/etc/lotus-follower/db-credentials";
+const DB_CA_DIR: &str = "/etc/lotus-follower/db-ca";
+const LEADER_TOKEN_DIR: &str = "/etc/lotus-follower/leader-token";
+
+fn network_flag(network: NetworkName) -> &'static str {
+    match network {
+        NetworkName::Mainnet => "mainnet",
+        NetworkName::Calibnet => "calibnet",
+        NetworkName::Devnet => "devnet",
+    }
+}
+
+fn secret_volume(name: &str, secret: &str, key: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(vec![KeyToPath {
+                key: key.to_owned(),
+                path: key.to_owned(),
+                mode: None,
+            }]),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// The flags, environment and volumes that connect a process to the database
+/// and the leader; the ingester uses its own credentials with the same shape.
+#[derive(Debug)]
+pub struct Connection {
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+pub fn connection(
+    cluster: &LotusFollowerCluster,
+    credentials: Option<&CredentialsSecret>,
+) -> Connection {
+    let spec = &cluster.spec;
+    let mut connection = Connection {
+        args: vec!["--network".into(), network_flag(spec.network).into()],
+        env: Vec::new(),
+        volumes: Vec::new(),
+        mounts: Vec::new(),
+    };
+    if let Some(database) = &spec.database.external {
+        connection.args.push("--store".into());
+        connection.args.push(format!(
+            "cql://{}/{}",
+            database.contact_points.join(","),
+            database.keyspace
+        ));
+        if let Some(dc) = &database.local_datacenter {
+            connection
+                .args
+                .extend(["--cql-local-dc".into(), dc.clone()]);
+        }
+        if let Some(ca) = &database.tls_ca {
+            connection
+                .volumes
+                .push(secret_volume("db-ca", &ca.name, &ca.key));
+            connection.mounts.push(mount("db-ca", DB_CA_DIR));
+            connection.args.extend([
+                "--cql-tls-ca-file".into(),
+                format!("{DB_CA_DIR}/{}", ca.key),
+            ]);
+        }
+    }
+    if let Some(credentials) = credentials {
+        let username_key = credentials
+            .username_key
+            .clone()
+            .unwrap_or_else(|| "username".into());
+        let password_key = credentials
+            .password_key
+            .clone()
+            .unwrap_or_else(|| "password".into());
+        // The username by reference, the password as a file: neither in the arguments.
+        connection.env.push(EnvVar {
+            name: "LOTUS_FOLLOWER_CQL_USERNAME".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: credentials.secret_name.clone(),
+                    key: username_key,
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+        connection.volumes.push(secret_volume(
+            "db-credentials",
+            &credentials.secret_name,
+            &password_key,
+        ));
+        connection
+            .mounts
+            .push(mount("db-credentials", DB_CREDENTIALS_DIR));
+        connection.args.extend([
+            "--cql-password-file".into(),
+            format!("{DB_CREDENTIALS_DIR}/{password_key}"),
+        ]);
+    }
+    if let Some(leader) = &spec.leader.external {
+        connection
+            .args
+            .extend(["--leader".into(), leader.url.clone()]);
+        if let Some(token) = &leader.token {
+            connection
+                .volumes
+                .push(secret_volume("leader-token", &token.name, &token.key));
+            connection
+                .mounts
+                .push(mount("leader-token", LEADER_TOKEN_DIR));
+            connection.args.extend([
+                "--leader-token-file".into(),
+                format!("{LEADER_TOKEN_DIR}/{}", token.key),
+            ]);
+        }
+    }
+    connection
+}
+
+/// Non-root, no privilege escalation, no capabilities, read-only root filesystem.
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+pub fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("rpc".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
+    let followers = &cluster.spec.followers;
+    let credentials = cluster
+        .spec
+        .database
+        .external
+        .as_ref()
+        .and_then(|database| database.follower_credentials.as_ref());
+    let connection = connection(cluster, credentials);
+    let mut args = vec![
+        "serve".to_owned(),
+        "--listen".into(),
+        format!("0.0.0.0:{RPC_PORT}"),
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{METRICS_PORT}"),
+    ];
+    args.extend(connection.args);
+    if let Some(forward) = &followers.forward {
+        args.extend(["--forward".into(), forward.join(",")]);
+    }
+    if let Some(cache) = &followers.cache_size {
+        args.extend(["--cache-size".into(), cache.0.clone()]);
+    }
+    let limits = &followers.limits;
+    let limit_flags = [
+        ("--max-body-bytes", limits.max_body_bytes),
+        ("--max-batch", limits.max_batch.map(i64::from)),
+        ("--max-json-depth", limits.max_json_depth.map(i64::from)),
+        (
+            "--max-subscriptions",
+            limits.max_subscriptions.map(i64::from),
+        ),
+        ("--max-lookback-epochs", limits.max_lookback_epochs),
+    ];
+    for (flag, value) in limit_flags {
+        if let Some(value) = value {
+            args.extend([flag.to_owned(), value.to_string()]);
+        }
+    }
+    args.extend(followers.extra_args.iter().cloned());
+    let mut env = connection.env;
+    env.extend(followers.extra_env.iter().cloned());
+    let mut volumes = connection.volumes;
+    // The root filesystem is read-only; the process gets a scratch /tmp.
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    let mut mounts = connection.mounts;
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    });
+
+    let container = Container {
+        name: "follower".into(),
+        image: Some(
+            followers
+                .image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+        ),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("rpc".into()),
+                container_port: RPC_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/health/readyz", 5)),
+        liveness_probe: Some(probe("/health/livez", 10)),
+        resources: followers.resources.clone(),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let selector = selector_labels(cluster, COMPONENT);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(child_name(cluster, "followers")),
+            namespace: cluster.namespace(),
+            labels: Some(labels(cluster, COMPONENT)),
+            owner_references: Some(vec![owner_reference(cluster)]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            // Left to the HPA when autoscaling is on (the hand-over happens in apply).
+            replicas: followers
+                .autoscaling
+                .is_none()
+                .then(|| followers.replicas.unwrap_or(DEFAULT_REPLICAS)),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cluster, COMPONENT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    // Followers never talk to the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod_security()),
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".into(),
+                        when_unsatisfiable: "ScheduleAnyway".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector),
+                            ..LabelSelector::default()
+                        }),
+                        ..TopologySpreadConstraint::default()
+                    }]),
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixture;
+
+    fn container(deployment: &Deployment) -> &Container {
+        &deployment
+            .spec
+            .as_ref()
+            .expect("a spec")
+            .template
+            .spec
+            .as_ref()
+            .expect("a pod spec")
+            .containers[0]
+    }
+
+    fn args(deployment: &Deployment) -> Vec<String> {
+        container(deployment).args.clone().unwrap_or_default()
+    }
+
+    fn flag(args: &[String], name: &str) -> Option<String> {
+        args.iter()
+            .position(|arg| arg == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    }
+
+    #[test]
+    fn minimal_resource_builds_a_restricted_follower_deployment() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/minimal.yaml"))?;
+        let deployment = deployment(&cluster);
+        assert_eq!(deployment.metadata.name.as_deref(), Some("demo-followers"));
+        assert_eq!(deployment.metadata.namespace.as_deref(), Some("fleet"));
+        let owner = &deployment
+            .metadata
+            .owner_references
+            .as_ref()
+            .expect("owned")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("LotusFollowerCluster", "0000-uid", Some(true))
+        );
+        let spec = deployment.spec.as_ref().expect("a spec");
+        assert_eq!(spec.replicas, Some(2));
+        let args = args(&deployment);
+        assert_eq!(args[0], "serve");
+        assert_eq!(
+            flag(&args, "--store").as_deref(),
+            Some("cql://yb-tserver.db.svc:9042/lotus_calibnet")
+        );
+        assert_eq!(flag(&args, "--network").as_deref(), Some("calibnet"));
+        assert_eq!(flag(&args, "--listen").as_deref(), Some("0.0.0.0:1234"));
+        assert_eq!(
+            flag(&args, "--metrics-listen").as_deref(),
+            Some("0.0.0.0:9091")
+        );
+        assert_eq!(
+            flag(&args, "--leader").as_deref(),
+            Some("http://lotus.lotus.svc:1234/rpc/v1")
+        );
+        let security = container(&deployment)
+            .security_context
+            .as_ref()
+            .expect("a security context");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        let pod = spec.template.spec.as_ref().expect("a pod spec");
+        assert_eq!(
+            pod.security_context
+                .as_ref()
+                .and_then(|s| s.run_as_non_root),
+            Some(true)
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            container(&deployment)
+                .readiness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|g| g.path.as_deref()),
+            Some("/health/readyz")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn credentials_stay_out_of_the_arguments_and_autoscaling_leaves_replicas_alone()
+    -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/external.yaml"))?;
+        let deployment = deployment(&cluster);
+        assert_eq!(
+            deployment.spec.as_ref().and_then(|s| s.replicas),
+            None,
+            "the HPA owns replicas"
+        );
+        let args = args(&deployment);
+        assert_eq!(
+            flag(&args, "--cql-password-file").as_deref(),
+            Some("/etc/lotus-follower/db-credentials/password")
+        );
+        assert_eq!(
+            flag(&args, "--leader-token-file").as_deref(),
+            Some("/etc/lotus-follower/leader-token/token")
+        );
+        assert_eq!(
+            flag(&args, "--cql-tls-ca-file").as_deref(),
+            Some("/etc/lotus-follower/db-ca/ca.crt")
+        );
+        assert_eq!(
+            flag(&args, "--max-lookback-epochs").as_deref(),
+            Some("1440")
+        );
+        assert_eq!(flag(&args, "--cache-size").as_deref(), Some("1Gi"));
+        assert!(
+            !args
+                .iter()
+                .any(|arg| arg.contains("follower-secret-password")),
+            "no secret in the arguments"
+        );
+        let env = container(&deployment).env.clone().unwrap_or_default();
+        let username = env
+            .iter()
+            .find(|e| e.name == "LOTUS_FOLLOWER_CQL_USERNAME")
+            .expect("the username variable");
+        let secret = username
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("from a Secret");
+        assert_eq!(
+            secret.name, "lotus-db-follower",
+            "the followers' own Secret, never the ingester's"
+        );
+        Ok(())
+    }
+}

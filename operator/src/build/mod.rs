@@ -1,0 +1,96 @@
+//! Pure builders of the objects a `LotusFollowerCluster` owns, one file per
+//! child. They read the resource and return the desired object; the apply step
+//! (with the reconciler) sends them with server-side apply.
+
+pub mod autoscaling;
+mod common;
+pub mod disruption;
+pub mod followers;
+pub mod service;
+
+pub use common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels};
+
+/// A resource from a YAML fixture, as the API server would hand it over.
+#[cfg(test)]
+pub(crate) fn fixture(yaml: &str) -> anyhow::Result<crate::crd::LotusFollowerCluster> {
+    let mut cluster: crate::crd::LotusFollowerCluster = serde_yaml::from_str(yaml)?;
+    cluster.metadata.namespace = Some("fleet".into());
+    cluster.metadata.uid = Some("0000-uid".into());
+    Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    use super::*;
+
+    #[test]
+    fn the_rpc_service_selects_the_followers() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/minimal.yaml"))?;
+        let service = service::rpc_service(&cluster);
+        assert_eq!(service.metadata.name.as_deref(), Some("demo-rpc"));
+        let spec = service.spec.expect("a spec");
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(
+            spec.selector,
+            Some(selector_labels(&cluster, followers::COMPONENT))
+        );
+        let pod_labels = followers::deployment(&cluster)
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.labels);
+        let selected = spec.selector.unwrap_or_default();
+        assert!(
+            selected
+                .iter()
+                .all(|(k, v)| pod_labels.as_ref().and_then(|l| l.get(k)) == Some(v)),
+            "the Service selects the follower pods"
+        );
+        assert_eq!(spec.ports.unwrap_or_default()[0].port, 1234);
+        assert_eq!(
+            service::endpoint(&cluster),
+            "http://demo-rpc.fleet.svc:1234/rpc/v1"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_pdb_never_blocks_a_single_replica() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/minimal.yaml"))?;
+        let spec = disruption::followers_pdb(&cluster).spec.expect("a spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        Ok(())
+    }
+
+    #[test]
+    fn the_hpa_scales_on_the_rpc_rate_and_cpu_only_when_asked() -> anyhow::Result<()> {
+        assert!(
+            autoscaling::followers_hpa(&fixture(include_str!("fixtures/minimal.yaml"))?).is_none()
+        );
+        let cluster = fixture(include_str!("fixtures/external.yaml"))?;
+        let hpa = autoscaling::followers_hpa(&cluster).expect("an HPA");
+        assert_eq!(hpa.spec.scale_target_ref.name, "fleet-followers");
+        assert_eq!(
+            (hpa.spec.min_replicas, hpa.spec.max_replicas),
+            (Some(2), 10)
+        );
+        let metrics = hpa.spec.metrics.unwrap_or_default();
+        let pods = metrics
+            .iter()
+            .find_map(|m| m.pods.as_ref())
+            .expect("a Pods metric");
+        assert_eq!(pods.metric.name, autoscaling::RPC_RATE_METRIC);
+        assert_eq!(
+            pods.target.average_value.as_ref().map(|q| q.0.as_str()),
+            Some("200")
+        );
+        let cpu = metrics
+            .iter()
+            .find_map(|m| m.resource.as_ref())
+            .expect("a CPU metric");
+        assert_eq!(cpu.target.average_utilization, Some(70));
+        Ok(())
+    }
+}
