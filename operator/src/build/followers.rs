@@ -75,11 +75,24 @@ pub struct Connection {
     pub mounts: Vec<VolumeMount>,
 }
 
-pub fn connection(
-    cluster: &LotusFollowerCluster,
-    credentials: Option<&CredentialsSecret>,
-) -> Connection {
+/// Which database role a process logs in as: the ingester's reads and writes, the
+/// followers' may only SELECT. Their Secrets are separate and never substituted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseRole {
+    Ingester,
+    Follower,
+}
+
+pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connection {
     let spec = &cluster.spec;
+    let credentials: Option<&CredentialsSecret> =
+        spec.database
+            .external
+            .as_ref()
+            .and_then(|database| match role {
+                DatabaseRole::Ingester => database.ingester_credentials.as_ref(),
+                DatabaseRole::Follower => database.follower_credentials.as_ref(),
+            });
     let mut connection = Connection {
         args: vec!["--network".into(), network_flag(spec.network).into()],
         env: Vec::new(),
@@ -164,6 +177,24 @@ pub fn connection(
     connection
 }
 
+/// Adds a scratch `/tmp`: the root filesystem is read-only.
+pub fn with_scratch_tmp(
+    mut volumes: Vec<Volume>,
+    mut mounts: Vec<VolumeMount>,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
+    volumes.push(Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..VolumeMount::default()
+    });
+    (volumes, mounts)
+}
+
 /// Non-root, no privilege escalation, no capabilities, read-only root filesystem.
 pub fn restricted_container_security() -> SecurityContext {
     SecurityContext {
@@ -207,13 +238,7 @@ fn probe(path: &str, period: i32) -> Probe {
 
 pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     let followers = &cluster.spec.followers;
-    let credentials = cluster
-        .spec
-        .database
-        .external
-        .as_ref()
-        .and_then(|database| database.follower_credentials.as_ref());
-    let connection = connection(cluster, credentials);
+    let connection = connection(cluster, DatabaseRole::Follower);
     let mut args = vec![
         "serve".to_owned(),
         "--listen".into(),
@@ -247,19 +272,7 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     args.extend(followers.extra_args.iter().cloned());
     let mut env = connection.env;
     env.extend(followers.extra_env.iter().cloned());
-    let mut volumes = connection.volumes;
-    // The root filesystem is read-only; the process gets a scratch /tmp.
-    volumes.push(Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    });
-    let mut mounts = connection.mounts;
-    mounts.push(VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..VolumeMount::default()
-    });
+    let (volumes, mounts) = with_scratch_tmp(connection.volumes, connection.mounts);
 
     let container = Container {
         name: "follower".into(),

@@ -6,6 +6,7 @@ pub mod autoscaling;
 mod common;
 pub mod disruption;
 pub mod followers;
+pub mod ingester;
 pub mod service;
 
 pub use common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels};

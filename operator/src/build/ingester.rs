@@ -1,0 +1,215 @@
+//! The ingester: its Deployment (one active replica; during a rollout the new pod
+//! waits as a standby, fenced by the Lease), its ServiceAccount, the Lease
+//! `<name>-ingester` the operator creates, and a Role that may only get, update
+//! and patch that one Lease (RBAC `resourceNames` cannot limit `create`).
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec, ServiceAccount},
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::{ResourceExt, api::ObjectMeta};
+
+use super::{
+    common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels},
+    followers::{
+        DatabaseRole, METRICS_PORT, connection, restricted_container_security,
+        restricted_pod_security, with_scratch_tmp,
+    },
+};
+use crate::crd::LotusFollowerCluster;
+
+pub const COMPONENT: &str = "ingester";
+
+fn metadata(cluster: &LotusFollowerCluster) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(cluster, "ingester")),
+        namespace: cluster.namespace(),
+        labels: Some(labels(cluster, COMPONENT)),
+        owner_references: Some(vec![owner_reference(cluster)]),
+        ..ObjectMeta::default()
+    }
+}
+
+pub fn service_account(cluster: &LotusFollowerCluster) -> ServiceAccount {
+    ServiceAccount {
+        metadata: metadata(cluster),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Created empty; the ingester that acquires it fills in holder and annotations.
+pub fn lease(cluster: &LotusFollowerCluster) -> Lease {
+    Lease {
+        metadata: metadata(cluster),
+        spec: Some(LeaseSpec::default()),
+    }
+}
+
+pub fn role(cluster: &LotusFollowerCluster) -> Role {
+    Role {
+        metadata: metadata(cluster),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            resource_names: Some(vec![child_name(cluster, "ingester")]),
+            verbs: vec!["get".into(), "update".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+pub fn role_binding(cluster: &LotusFollowerCluster) -> RoleBinding {
+    RoleBinding {
+        metadata: metadata(cluster),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: child_name(cluster, "ingester"),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: child_name(cluster, "ingester"),
+            namespace: cluster.namespace(),
+            ..Subject::default()
+        }]),
+    }
+}
+
+pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
+    let ingester = &cluster.spec.ingester;
+    let connection = connection(cluster, DatabaseRole::Ingester);
+    let mut args = vec![
+        "ingest".to_owned(),
+        "--metrics-listen".into(),
+        format!("0.0.0.0:{METRICS_PORT}"),
+        "--lease".into(),
+        format!(
+            "{}/{}",
+            cluster.namespace().unwrap_or_default(),
+            child_name(cluster, "ingester")
+        ),
+    ];
+    args.extend(connection.args);
+    if let Some(gap) = ingester.max_gap {
+        args.extend(["--max-gap".into(), gap.to_string()]);
+    }
+    args.extend(ingester.extra_args.iter().cloned());
+    let mut env = connection.env;
+    env.extend(ingester.extra_env.iter().cloned());
+    let (volumes, mounts) = with_scratch_tmp(connection.volumes, connection.mounts);
+    let container = Container {
+        name: "ingester".into(),
+        image: Some(
+            ingester
+                .image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+        ),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: METRICS_PORT,
+            ..ContainerPort::default()
+        }]),
+        resources: ingester.resources.clone(),
+        security_context: Some(restricted_container_security()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: metadata(cluster),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // The new pod starts before the old one stops and waits for the Lease.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster, COMPONENT)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cluster, COMPONENT)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    service_account_name: Some(child_name(cluster, "ingester")),
+                    security_context: Some(restricted_pod_security()),
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixture;
+
+    #[test]
+    fn the_role_reaches_only_its_own_lease() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/minimal.yaml"))?;
+        let rules = role(&cluster).rules.unwrap_or_default();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].resource_names,
+            Some(vec!["demo-ingester".to_owned()])
+        );
+        assert_eq!(rules[0].verbs, vec!["get", "update", "patch"]);
+        let binding = role_binding(&cluster);
+        assert_eq!(
+            binding.subjects.unwrap_or_default()[0].name,
+            "demo-ingester"
+        );
+        assert_eq!(
+            lease(&cluster).metadata.name.as_deref(),
+            Some("demo-ingester")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_ingester_uses_its_own_credentials_and_lease() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/external.yaml"))?;
+        let deployment = deployment(&cluster);
+        let spec = deployment.spec.expect("a spec");
+        assert_eq!(spec.replicas, Some(1));
+        let pod = spec.template.spec.expect("a pod spec");
+        assert_eq!(pod.service_account_name.as_deref(), Some("fleet-ingester"));
+        let container = &pod.containers[0];
+        let args = container.args.clone().unwrap_or_default();
+        assert_eq!(args[0], "ingest");
+        let lease_flag = args
+            .iter()
+            .position(|a| a == "--lease")
+            .map(|i| args[i + 1].clone());
+        assert_eq!(lease_flag.as_deref(), Some("fleet/fleet-ingester"));
+        let username = container.env.clone().unwrap_or_default();
+        let secret = username[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("from a Secret");
+        assert_eq!(
+            secret.name, "lotus-db-ingester",
+            "the ingester's own Secret"
+        );
+        Ok(())
+    }
+}
