@@ -46,21 +46,46 @@ fn merge(target: &mut Value, patch: Value) {
     }
 }
 
+/// Applies the operator's CRD (server-side, as every run does) and waits until it is served.
+async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
+    let crd = LotusFollowerCluster::crd();
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply("lotus-follower-e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    wait_until(
+        "the LotusFollowerCluster CRD established",
+        Duration::from_secs(30),
+        || async {
+            let conditions = crds
+                .get(&crd.name_any())
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default();
+            let established = conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(Check::when(
+                established,
+                (),
+                format!("{} conditions", conditions.len()),
+            ))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_schema_accepts_the_minimal_resource_and_refuses_bad_specs() -> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
     bed.run(async {
         let client = bed.kube_client().await?;
-        let crd = LotusFollowerCluster::crd();
-        let crds = Api::<CustomResourceDefinition>::all(client.clone());
-        crds.patch(&crd.name_any(), &PatchParams::apply("lotus-follower-e2e").force(), &Patch::Apply(&crd))
-            .await?;
-        wait_until("the LotusFollowerCluster CRD established", Duration::from_secs(30), || async {
-            let conditions = crds.get(&crd.name_any()).await?.status.and_then(|s| s.conditions).unwrap_or_default();
-            let established = conditions.iter().any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(Check::when(established, (), format!("{} conditions", conditions.len())))
-        })
-        .await?;
+        install_crd(&client).await?;
 
         let ns = TestNamespace::create(&client, "lfc-schema").await?;
         let resource = ApiResource::erase::<LotusFollowerCluster>(&());
@@ -120,6 +145,71 @@ async fn the_schema_accepts_the_minimal_resource_and_refuses_bad_specs() -> anyh
         };
         println!("refused a network change: {message}");
         assert!(message.contains("network is immutable"), "{message}");
+        ns.delete().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyhow::Result<()> {
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        coordination::v1::Lease,
+        core::v1::{Service, ServiceAccount},
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{Role, RoleBinding},
+    };
+    use lotus_follower_operator::build::{autoscaling, disruption, followers, ingester, service};
+
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let client = bed.kube_client().await?;
+        install_crd(&client).await?;
+        let ns = TestNamespace::create(&client, "lfc-children").await?;
+        let clusters = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name);
+        let spec = with_spec("fleet", json!({
+            "database": {"external": {"ingesterCredentials": {"secretName": "db-ingester"}, "followerCredentials": {"secretName": "db-follower"}}},
+            "followers": {"resources": {"requests": {"cpu": "100m"}}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}},
+        }));
+        let cluster = clusters.create(&PostParams::default(), &serde_json::from_value(spec)?).await?;
+
+        // Server-side apply of every child, as the reconciler will do it.
+        let apply = PatchParams::apply("lotus-follower-operator").force();
+        macro_rules! apply {
+            ($kind:ty, $object:expr) => {{
+                let object: $kind = $object;
+                let name = object.metadata.name.clone().unwrap_or_default();
+                Api::<$kind>::namespaced(client.clone(), &ns.name).patch(&name, &apply, &Patch::Apply(&object)).await?;
+            }};
+        }
+        apply!(ServiceAccount, ingester::service_account(&cluster));
+        apply!(Role, ingester::role(&cluster));
+        apply!(RoleBinding, ingester::role_binding(&cluster));
+        apply!(Lease, ingester::lease(&cluster));
+        apply!(Deployment, ingester::deployment(&cluster));
+        // The followers' first apply states the replicas; the HPA takes over from there.
+        let mut followers_deployment = followers::deployment(&cluster);
+        if let Some(spec) = followers_deployment.spec.as_mut() {
+            spec.replicas = Some(2);
+        }
+        apply!(Deployment, followers_deployment);
+        apply!(Service, service::rpc_service(&cluster));
+        apply!(PodDisruptionBudget, disruption::followers_pdb(&cluster));
+        apply!(HorizontalPodAutoscaler, autoscaling::followers_hpa(&cluster).ok_or_else(|| anyhow::anyhow!("no HPA"))?);
+
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
+        for (name, want) in [("fleet-followers", 2), ("fleet-ingester", 1)] {
+            wait_until(&format!("{want} ready pods of {name}"), Duration::from_secs(60), || async {
+                let ready = deployments.get_status(name).await?.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                Ok(Check::when(ready >= want, (), format!("{ready} ready")))
+            })
+            .await?;
+            println!("{name}: {want} pod(s) Ready with the built spec");
+        }
+        // Children are owned by the resource.
+        let owned = deployments.get("fleet-followers").await?.metadata.owner_references.unwrap_or_default();
+        assert_eq!(owned[0].uid, cluster.uid().unwrap_or_default());
         ns.delete().await
     })
     .await
