@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::{
+    api::core::v1::{Namespace, ServiceAccount},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
-    Api, Client, Config,
-    api::{DeleteParams, ObjectMeta, PostParams},
+    Api, Client, Config, ResourceExt,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 
@@ -26,6 +29,41 @@ impl TestBed {
     pub async fn kube_client(&self) -> anyhow::Result<Client> {
         Ok(Client::try_from(self.kube_config().await?)?)
     }
+}
+
+/// Applies a CRD (server-side, so every run and every test may) and waits
+/// until the API server serves it.
+pub async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> anyhow::Result<()> {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = crd.name_any();
+    crds.patch(
+        &name,
+        &PatchParams::apply("lotus-follower-e2e").force(),
+        &Patch::Apply(crd),
+    )
+    .await?;
+    wait_until(
+        &format!("CRD {name} established"),
+        Duration::from_secs(30),
+        || async {
+            let conditions = crds
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default();
+            let established = conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(Check::when(
+                established,
+                (),
+                format!("{} conditions", conditions.len()),
+            ))
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// A namespace of one test's own. It is deleted by [`TestNamespace::delete`] when

@@ -13,7 +13,7 @@ mod logs;
 mod names;
 mod wait;
 
-pub use cluster::TestNamespace;
+pub use cluster::{TestNamespace, install_crd};
 pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
 pub use wait::{Check, WaitTimeout, wait_until};

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, CustomResourceExt, ResourceExt,
     api::{DynamicObject, Patch, PatchParams, PostParams},
     core::ApiResource,
 };
-use lotus_follower_e2e::{Check, TestBed, TestNamespace, wait_until};
+use lotus_follower_e2e::{Check, TestBed, TestNamespace, install_crd, wait_until};
 use lotus_follower_operator::crd::LotusFollowerCluster;
 use serde_json::{Value, json};
 
@@ -46,46 +45,12 @@ fn merge(target: &mut Value, patch: Value) {
     }
 }
 
-/// Applies the operator's CRD (server-side, as every run does) and waits until it is served.
-async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
-    let crd = LotusFollowerCluster::crd();
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("lotus-follower-e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    wait_until(
-        "the LotusFollowerCluster CRD established",
-        Duration::from_secs(30),
-        || async {
-            let conditions = crds
-                .get(&crd.name_any())
-                .await?
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default();
-            let established = conditions
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(Check::when(
-                established,
-                (),
-                format!("{} conditions", conditions.len()),
-            ))
-        },
-    )
-    .await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn the_schema_accepts_the_minimal_resource_and_refuses_bad_specs() -> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
     bed.run(async {
         let client = bed.kube_client().await?;
-        install_crd(&client).await?;
+        install_crd(&client, &LotusFollowerCluster::crd()).await?;
 
         let ns = TestNamespace::create(&client, "lfc-schema").await?;
         let resource = ApiResource::erase::<LotusFollowerCluster>(&());
@@ -165,7 +130,7 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
     let bed = TestBed::from_env()?;
     bed.run(async {
         let client = bed.kube_client().await?;
-        install_crd(&client).await?;
+        install_crd(&client, &LotusFollowerCluster::crd()).await?;
         let ns = TestNamespace::create(&client, "lfc-children").await?;
         let clusters = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name);
         let spec = with_spec("fleet", json!({

@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, CustomResource, CustomResourceExt, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
-use lotus_follower_e2e::{Check, TestBed, TestNamespace, wait_until};
+use lotus_follower_e2e::{TestBed, TestNamespace, install_crd};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +26,6 @@ struct SmokeWidgetSpec {
     label: String,
 }
 
-const FIELD_MANAGER: &str = "lotus-follower-e2e";
-
 #[tokio::test]
 async fn crd_from_a_rust_type_round_trips() -> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
@@ -36,35 +33,7 @@ async fn crd_from_a_rust_type_round_trips() -> anyhow::Result<()> {
         let client = bed.kube_client().await?;
         let crd = SmokeWidget::crd();
         let crd_name = crd.name_any();
-        // Server-side apply: the CRD is cluster-wide and every run applies the same one.
-        let crds = Api::<CustomResourceDefinition>::all(client.clone());
-        crds.patch(
-            &crd_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-        wait_until(
-            &format!("CRD {crd_name} established"),
-            Duration::from_secs(30),
-            || async {
-                let conditions = crds
-                    .get(&crd_name)
-                    .await?
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default();
-                let established = conditions
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(Check::when(
-                    established,
-                    (),
-                    format!("{} conditions", conditions.len()),
-                ))
-            },
-        )
-        .await?;
+        install_crd(&client, &crd).await?;
         println!("CRD {crd_name} established");
 
         let ns = TestNamespace::create(&client, "crd").await?;
