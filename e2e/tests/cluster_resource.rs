@@ -179,3 +179,30 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
     })
     .await
 }
+
+#[tokio::test]
+async fn the_example_manifests_are_accepted() -> anyhow::Result<()> {
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let client = bed.kube_client().await?;
+        install_crd(&client, &LotusFollowerCluster::crd()).await?;
+        let ns = TestNamespace::create(&client, "lfc-examples").await?;
+        let clusters = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+        let mut accepted = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|ext| ext != "yaml") {
+                continue;
+            }
+            let cluster: LotusFollowerCluster =
+                serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+            clusters.create(&PostParams::default(), &cluster).await?;
+            println!("{} accepted", path.display());
+            accepted += 1;
+        }
+        assert!(accepted > 0, "no examples under {}", dir.display());
+        ns.delete().await
+    })
+    .await
+}

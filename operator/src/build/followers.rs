@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn credentials_stay_out_of_the_arguments_and_autoscaling_leaves_replicas_alone()
     -> anyhow::Result<()> {
-        let cluster = fixture(include_str!("fixtures/external.yaml"))?;
+        let cluster = fixture(include_str!("../../../manifests/examples/external.yaml"))?;
         let deployment = deployment(&cluster);
         assert_eq!(
             deployment.spec.as_ref().and_then(|s| s.replicas),

@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn the_ingester_uses_its_own_credentials_and_lease() -> anyhow::Result<()> {
-        let cluster = fixture(include_str!("fixtures/external.yaml"))?;
+        let cluster = fixture(include_str!("../../../manifests/examples/external.yaml"))?;
         let deployment = deployment(&cluster);
         let spec = deployment.spec.expect("a spec");
         assert_eq!(spec.replicas, Some(1));

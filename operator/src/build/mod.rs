@@ -70,7 +70,7 @@ mod tests {
         assert!(
             autoscaling::followers_hpa(&fixture(include_str!("fixtures/minimal.yaml"))?).is_none()
         );
-        let cluster = fixture(include_str!("fixtures/external.yaml"))?;
+        let cluster = fixture(include_str!("../../../manifests/examples/external.yaml"))?;
         let hpa = autoscaling::followers_hpa(&cluster).expect("an HPA");
         assert_eq!(hpa.spec.scale_target_ref.name, "fleet-followers");
         assert_eq!(
