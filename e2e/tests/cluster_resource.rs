@@ -145,7 +145,16 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
             ($kind:ty, $object:expr) => {{
                 let object: $kind = $object;
                 let name = object.metadata.name.clone().unwrap_or_default();
-                Api::<$kind>::namespaced(client.clone(), &ns.name).patch(&name, &apply, &Patch::Apply(&object)).await?;
+                let api = Api::<$kind>::namespaced(client.clone(), &ns.name);
+                api.patch(&name, &apply, &Patch::Apply(&object)).await?;
+                // What the server stored (defaults, canonical quantities) still
+                // matches what we built: a resync will find nothing to write.
+                let live = serde_json::to_value(api.get(&name).await?)?;
+                assert!(
+                    lotus_follower_operator::diff::is_applied(&serde_json::to_value(&object)?, &live),
+                    "{} {name} reads back different from what was applied",
+                    stringify!($kind)
+                );
             }};
         }
         apply!(ServiceAccount, ingester::service_account(&cluster));
