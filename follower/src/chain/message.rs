@@ -183,13 +183,6 @@ impl SignedMessage {
             cid: Some(CidJson(self.cid()?)),
         })
     }
-
-    pub fn from_json(json: SignedMessageJson) -> Result<Self, String> {
-        Ok(Self {
-            message: message_from_json(json.message)?,
-            signature: Signature::try_from(json.signature)?,
-        })
-    }
 }
 
 /// A receipt in Lotus JSON (`ChainGetParentReceipts`).

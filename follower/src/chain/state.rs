@@ -149,10 +149,6 @@ impl<BS: Blockstore> StateTree<BS> {
         matches!(self.version, StateTreeVersion::V0 | StateTreeVersion::V1)
     }
 
-    pub fn store(&self) -> &BS {
-        &self.store
-    }
-
     fn tree_error(&self, error: impl ToString) -> StateError {
         StateError::Tree {
             root: self.root,

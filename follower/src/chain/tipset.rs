@@ -153,11 +153,6 @@ impl TipSet {
     pub fn timestamp(&self) -> u64 {
         self.first().timestamp
     }
-
-    /// The tipset's weight is its parent weight (Lotus `ParentWeight`).
-    pub fn parent_weight(&self) -> &fvm_shared::bigint::BigInt {
-        &self.first().parent_weight
-    }
 }
 
 /// A tipset in Lotus JSON (`ChainHead`, `ChainGetTipSet`, …).
