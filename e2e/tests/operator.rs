@@ -4,8 +4,16 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
-use kube::{Api, CustomResourceExt, api::PostParams};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authentication::v1::TokenRequest,
+    coordination::v1::Lease,
+    core::v1::{Service, ServiceAccount},
+};
+use kube::{
+    Api, CustomResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
 use lotus_follower_e2e::{Check, TestBed, TestNamespace, install_crd, wait_until};
 use lotus_follower_operator::crd::LotusFollowerCluster;
 use serde_json::json;
@@ -37,13 +45,56 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         let clusters = ns.api::<LotusFollowerCluster>();
         clusters.create(&PostParams::default(), &serde_json::from_value(minimal)?).await?;
 
+        let condition = |status: &lotus_follower_operator::crd::LotusFollowerClusterStatus, type_: &str| {
+            status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        // Workloads available, no ingester process holding the Lease yet: Syncing.
         let status = wait_until("the fleet to report 2/2 followers", Duration::from_secs(90), || async {
             let status = clusters.get_status("demo").await?.status.unwrap_or_default();
             let followers = status.followers.clone().unwrap_or_default();
-            Ok(Check::when(followers == "2/2" && status.phase.as_deref() == Some("Running"), status, followers))
+            Ok(Check::when(followers == "2/2" && status.phase.as_deref() == Some("Syncing"), status, followers))
         })
         .await?;
         println!("LotusFollowerCluster demo: phase {:?}, followers {:?}, endpoint {:?}", status.phase, status.followers, status.endpoint);
+        assert_eq!(condition(&status, "Ready"), Some(("True".into(), "Available".into())));
+        assert_eq!(condition(&status, "HeadInSync"), Some(("Unknown".into(), "NoIngester".into())));
+
+        // The ingester's ServiceAccount takes the Lease and reports a recent head,
+        // a synced leader and a reachable store (its Role suffices for that).
+        let ingester = ingester_client(&bed, &ns, "demo-ingester").await?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let lease_patch = json!({
+            "metadata": {"annotations": {
+                "lotus-follower.io/head-height": "1234",
+                "lotus-follower.io/head-time": now.to_string(),
+                "lotus-follower.io/leader": "ok",
+                "lotus-follower.io/store": "ok",
+            }},
+            // MicroTime's own serialization: the API server wants exactly microseconds.
+            "spec": {"holderIdentity": "ingester-0", "leaseDurationSeconds": 30,
+                     "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)},
+        });
+        Api::<Lease>::namespaced(ingester.clone(), &ns.name)
+            .patch("demo-ingester", &PatchParams::default(), &Patch::Merge(&lease_patch))
+            .await?;
+        // Touch the resource so the controller looks again now (it does not watch Leases yet).
+        clusters
+            .patch("demo", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})))
+            .await?;
+        let status = wait_until("HeadInSync from the ingester's Lease", Duration::from_secs(30), || async {
+            let status = clusters.get_status("demo").await?.status.unwrap_or_default();
+            let phase = status.phase.clone().unwrap_or_default();
+            Ok(Check::when(phase == "Running", status, phase))
+        })
+        .await?;
+        assert_eq!(condition(&status, "HeadInSync"), Some(("True".into(), "HeadRecent".into())));
+        assert_eq!(condition(&status, "LeaderReady"), Some(("True".into(), "LeaderSynced".into())));
+        assert_eq!(condition(&status, "DatabaseReady"), Some(("True".into(), "StoreReachable".into())));
+        assert_eq!(status.head_height, Some(1234));
+        println!("with the ingester's Lease: phase {:?}, head {:?}", status.phase, status.head_height);
+        // The ingester's Role reaches no other Lease.
+        let other = Api::<Lease>::namespaced(ingester, &ns.name).get("someone-else").await;
+        assert!(matches!(other, Err(kube::Error::Api(ref status)) if status.code == 403), "{other:?}");
         assert_eq!(status.endpoint.as_deref(), Some(format!("http://demo-rpc.{}.svc:1234/rpc/v1", ns.name).as_str()));
         assert!(ns.api::<Deployment>().get_opt("demo-ingester").await?.is_some());
         assert!(ns.api::<Service>().get_opt("demo-rpc").await?.is_some());
@@ -62,4 +113,26 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         ns.delete().await
     })
     .await
+}
+
+/// A client acting as a ServiceAccount of the namespace (a TokenRequest token).
+async fn ingester_client(
+    bed: &TestBed,
+    ns: &TestNamespace,
+    account: &str,
+) -> anyhow::Result<kube::Client> {
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}}))?;
+    let token = ns
+        .api::<ServiceAccount>()
+        .create_token_request(account, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|status| status.token)
+        .ok_or_else(|| anyhow::anyhow!("no token for {account}"))?;
+    let mut config = bed.kube_config().await?;
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    Ok(kube::Client::try_from(config)?)
 }

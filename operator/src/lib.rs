@@ -6,6 +6,7 @@ pub mod build;
 pub mod crd;
 pub mod diff;
 pub mod reconcile;
+pub mod status;
 
 /// The CRD as `crdgen` prints it and `crds/` holds it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

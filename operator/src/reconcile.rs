@@ -1,8 +1,8 @@
 //! The reconcile loop, first cut: apply each child whose live form differs from
 //! the built one (`diff::is_applied`; an unchanged child costs no write), delete
-//! the HPA when autoscaling is off, and report followers `ready/desired`, the
-//! endpoint and the observed generation. Conditions from the ingester's Lease,
-//! events, metrics and the replica hand-over come next.
+//! the HPA when autoscaling is off, and report status: conditions from the
+//! workloads and the ingester's Lease, phase, head height, followers
+//! `ready/desired`, endpoint. Events, metrics and the replica hand-over come next.
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
@@ -10,8 +10,8 @@ use futures::StreamExt;
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service,
-        policy::v1::PodDisruptionBudget,
+        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, coordination::v1::Lease,
+        core::v1::Service, policy::v1::PodDisruptionBudget,
     },
 };
 use kube::{
@@ -26,6 +26,7 @@ use crate::{
     build::{autoscaling, disruption, followers, ingester, service},
     crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
     diff::is_applied,
+    status,
 };
 
 /// The one field manager of everything the operator applies.
@@ -127,16 +128,23 @@ pub async fn reconcile(
     Ok(Action::requeue(RESYNC))
 }
 
-async fn update_status(
-    client: &Client,
-    namespace: &str,
-    cluster: &LotusFollowerCluster,
-) -> Result<(), Error> {
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
-    let followers = deployments
-        .get_opt(&crate::build::child_name(cluster, "followers"))
-        .await?;
-    let (ready, desired) = followers
+/// `spec.ingester.maxHeadAge` (`120s`, `5m`, `1h30m`), or the default.
+fn max_head_age(cluster: &LotusFollowerCluster) -> Duration {
+    cluster
+        .spec
+        .ingester
+        .max_head_age
+        .as_deref()
+        .and_then(|text| text.parse::<k8s_openapi::jiff::SignedDuration>().ok())
+        .and_then(|age| Duration::try_from(age).ok())
+        .unwrap_or(status::DEFAULT_MAX_HEAD_AGE)
+}
+
+/// (ready, desired) replicas of a Deployment, (0, 0) when it is absent.
+async fn replicas(deployments: &Api<Deployment>, name: &str) -> Result<(i32, i32), Error> {
+    Ok(deployments
+        .get_opt(name)
+        .await?
         .map(|deployment| {
             let ready = deployment
                 .status
@@ -150,20 +158,73 @@ async fn update_status(
                 .unwrap_or(0);
             (ready, desired)
         })
-        .unwrap_or((0, 0));
-    let phase = if cluster.spec.paused {
-        "Paused"
-    } else if desired > 0 && ready >= desired {
-        "Running"
-    } else {
-        "Pending"
+        .unwrap_or((0, 0)))
+}
+
+async fn update_status(
+    client: &Client,
+    namespace: &str,
+    cluster: &LotusFollowerCluster,
+) -> Result<(), Error> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let generation = cluster.metadata.generation;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace);
+    let (ready, desired) = replicas(
+        &deployments,
+        &crate::build::child_name(cluster, "followers"),
+    )
+    .await?;
+    let (ingester_ready, ingester_desired) =
+        replicas(&deployments, &crate::build::child_name(cluster, "ingester")).await?;
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
+        .get_opt(&crate::build::child_name(cluster, "ingester"))
+        .await?;
+
+    let ingester = status::workload_condition(
+        "IngesterReady",
+        ingester_ready,
+        ingester_desired,
+        generation,
+        now,
+    );
+    let followers = status::workload_condition("FollowersReady", ready, desired, generation, now);
+    let ready_condition = status::ready_condition(&[&ingester, &followers], generation, now);
+    let mut conditions = vec![ready_condition, ingester, followers];
+    conditions.extend(status::lease_conditions(
+        lease.as_ref(),
+        max_head_age(cluster),
+        generation,
+        now,
+    ));
+    let old = cluster.status.clone().unwrap_or_default();
+    let conditions = status::merge_conditions(&old.conditions, conditions);
+
+    let ready_now = conditions.first().is_some_and(|c| c.status == "True");
+    let in_sync = conditions
+        .iter()
+        .any(|c| c.type_ == "HeadInSync" && c.status == "True");
+    let phase = match (cluster.spec.paused, ready_now, in_sync) {
+        (true, _, _) => "Paused",
+        (false, true, true) => "Running",
+        (false, true, false) => "Syncing",
+        (false, false, _) => "Pending",
     };
+    let head_height = lease.as_ref().and_then(|lease| {
+        lease
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(status::HEAD_HEIGHT)?
+            .parse()
+            .ok()
+    });
     let status = LotusFollowerClusterStatus {
-        observed_generation: cluster.metadata.generation,
+        observed_generation: generation,
         phase: Some(phase.into()),
+        conditions,
+        head_height,
         followers: Some(format!("{ready}/{desired}")),
         endpoint: Some(service::endpoint(cluster)),
-        ..cluster.status.clone().unwrap_or_default()
     };
     // A status write only when something changed: no storm from our own writes.
     if cluster.status.as_ref() == Some(&status) {
@@ -220,4 +281,24 @@ pub async fn run(client: Client, namespace: Option<&str>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_head_age_reads_durations() -> anyhow::Result<()> {
+        let mut cluster = crate::build::fixture(include_str!("build/fixtures/minimal.yaml"))?;
+        assert_eq!(max_head_age(&cluster), status::DEFAULT_MAX_HEAD_AGE);
+        for (text, seconds) in [("90s", 90), ("5m", 300), ("1h30m", 5400)] {
+            cluster.spec.ingester.max_head_age = Some(text.into());
+            assert_eq!(
+                max_head_age(&cluster),
+                Duration::from_secs(seconds),
+                "{text}"
+            );
+        }
+        Ok(())
+    }
 }
