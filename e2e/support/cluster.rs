@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::{Namespace, ServiceAccount},
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Namespace, ServiceAccount},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -28,6 +31,32 @@ impl TestBed {
     /// A client acting as the test bed's admin.
     pub async fn kube_client(&self) -> anyhow::Result<Client> {
         Ok(Client::try_from(self.kube_config().await?)?)
+    }
+
+    /// A client acting as a ServiceAccount of `ns`, with a TokenRequest token:
+    /// what a workload running as that account could do, and no more.
+    pub async fn service_account_client(
+        &self,
+        ns: &TestNamespace,
+        account: &str,
+    ) -> anyhow::Result<Client> {
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec::default()),
+            ..TokenRequest::default()
+        };
+        let token = ns
+            .api::<ServiceAccount>()
+            .create_token_request(account, &PostParams::default(), &request)
+            .await?
+            .status
+            .and_then(|status| status.token)
+            .ok_or_else(|| anyhow::anyhow!("no token for ServiceAccount {account}"))?;
+        let mut config = self.kube_config().await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.into()),
+            ..Default::default()
+        };
+        Ok(Client::try_from(config)?)
     }
 }
 

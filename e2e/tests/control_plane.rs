@@ -210,9 +210,7 @@ async fn hpa_scales_on_emulated_cpu_up_and_down() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
-    use k8s_openapi::api::{
-        authentication::v1::TokenRequest, core::v1::ServiceAccount, rbac::v1::RoleBinding,
-    };
+    use k8s_openapi::api::{core::v1::ServiceAccount, rbac::v1::RoleBinding};
 
     let bed = TestBed::from_env()?;
     bed.run(async {
@@ -229,21 +227,7 @@ async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
         ns.api::<RoleBinding>()
             .create(&PostParams::default(), &binding)
             .await?;
-        let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}}))?;
-        let token = accounts
-            .create_token_request("writer", &PostParams::default(), &request)
-            .await?
-            .status
-            .and_then(|status| status.token)
-            .ok_or_else(|| anyhow::anyhow!("the token request returned no token"))?;
-
-        // The service account's own client: the admin's endpoint, its token.
-        let mut config = bed.kube_config().await?;
-        config.auth_info = kube::config::AuthInfo {
-            token: Some(token.into()),
-            ..Default::default()
-        };
-        let writer = kube::Client::try_from(config)?;
+        let writer = bed.service_account_client(&ns, "writer").await?;
         let config_map: ConfigMap = serde_json::from_value(json!({
             "metadata": {"name": "audited"},
             "data": {"written-by": "writer"},

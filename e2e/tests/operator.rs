@@ -4,12 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    authentication::v1::TokenRequest,
-    coordination::v1::Lease,
-    core::v1::{Service, ServiceAccount},
-};
+use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Service};
 use kube::{
     Api, CustomResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -61,7 +56,7 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
 
         // The ingester's ServiceAccount takes the Lease and reports a recent head,
         // a synced leader and a reachable store (its Role suffices for that).
-        let ingester = ingester_client(&bed, &ns, "demo-ingester").await?;
+        let ingester = bed.service_account_client(&ns, "demo-ingester").await?;
         let now = k8s_openapi::jiff::Timestamp::now();
         let lease_patch = json!({
             "metadata": {"annotations": {
@@ -113,26 +108,4 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         ns.delete().await
     })
     .await
-}
-
-/// A client acting as a ServiceAccount of the namespace (a TokenRequest token).
-async fn ingester_client(
-    bed: &TestBed,
-    ns: &TestNamespace,
-    account: &str,
-) -> anyhow::Result<kube::Client> {
-    let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": []}}))?;
-    let token = ns
-        .api::<ServiceAccount>()
-        .create_token_request(account, &PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|status| status.token)
-        .ok_or_else(|| anyhow::anyhow!("no token for {account}"))?;
-    let mut config = bed.kube_config().await?;
-    config.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    Ok(kube::Client::try_from(config)?)
 }
