@@ -7,10 +7,9 @@ use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
     MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
-use kube::{ResourceExt, api::ObjectMeta};
 
 use super::{
-    common::{child_name, labels, owner_reference},
+    common::{child_metadata, child_name},
     followers::COMPONENT,
 };
 use crate::crd::LotusFollowerCluster;
@@ -53,13 +52,7 @@ pub fn followers_hpa(cluster: &LotusFollowerCluster) -> Option<HorizontalPodAuto
         });
     }
     Some(HorizontalPodAutoscaler {
-        metadata: ObjectMeta {
-            name: Some(child_name(cluster, "followers")),
-            namespace: cluster.namespace(),
-            labels: Some(labels(cluster, COMPONENT)),
-            owner_references: Some(vec![owner_reference(cluster)]),
-            ..ObjectMeta::default()
-        },
+        metadata: child_metadata(cluster, "followers", COMPONENT),
         spec: HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::{Resource, ResourceExt};
+use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 use crate::crd::LotusFollowerCluster;
 
@@ -48,6 +48,18 @@ pub fn labels(cluster: &LotusFollowerCluster, component: &str) -> BTreeMap<Strin
         "lotus-follower".to_owned(),
     );
     labels
+}
+
+/// A child's metadata: `<name>-<role>` in the resource's namespace, with the
+/// component's labels and the owner reference.
+pub fn child_metadata(cluster: &LotusFollowerCluster, role: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(cluster, role)),
+        namespace: cluster.namespace(),
+        labels: Some(labels(cluster, component)),
+        owner_references: Some(vec![owner_reference(cluster)]),
+        ..ObjectMeta::default()
+    }
 }
 
 /// Children are owned by the resource (deleted with it, watched for drift).

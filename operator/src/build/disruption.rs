@@ -6,23 +6,16 @@ use k8s_openapi::{
     api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
-use kube::{ResourceExt, api::ObjectMeta};
 
 use super::{
-    common::{child_name, labels, owner_reference, selector_labels},
+    common::{child_metadata, selector_labels},
     followers::COMPONENT,
 };
 use crate::crd::LotusFollowerCluster;
 
 pub fn followers_pdb(cluster: &LotusFollowerCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: ObjectMeta {
-            name: Some(child_name(cluster, "followers")),
-            namespace: cluster.namespace(),
-            labels: Some(labels(cluster, COMPONENT)),
-            owner_references: Some(vec![owner_reference(cluster)]),
-            ..ObjectMeta::default()
-        },
+        metadata: child_metadata(cluster, "followers", COMPONENT),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {

@@ -14,9 +14,9 @@ use k8s_openapi::{
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
-use kube::{ResourceExt, api::ObjectMeta};
+use kube::api::ObjectMeta;
 
-use super::common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels};
+use super::common::{DEFAULT_IMAGE, child_metadata, labels, selector_labels};
 use crate::crd::{CredentialsSecret, LotusFollowerCluster, NetworkName};
 
 pub const COMPONENT: &str = "follower";
@@ -305,13 +305,7 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     };
     let selector = selector_labels(cluster, COMPONENT);
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(child_name(cluster, "followers")),
-            namespace: cluster.namespace(),
-            labels: Some(labels(cluster, COMPONENT)),
-            owner_references: Some(vec![owner_reference(cluster)]),
-            ..ObjectMeta::default()
-        },
+        metadata: child_metadata(cluster, "followers", COMPONENT),
         spec: Some(DeploymentSpec {
             // Left to the HPA when autoscaling is on (the hand-over happens in apply).
             replicas: followers

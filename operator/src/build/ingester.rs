@@ -15,7 +15,7 @@ use k8s_openapi::{
 use kube::{ResourceExt, api::ObjectMeta};
 
 use super::{
-    common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels},
+    common::{DEFAULT_IMAGE, child_metadata, child_name, labels, selector_labels},
     followers::{
         DatabaseRole, METRICS_PORT, connection, restricted_container_security,
         restricted_pod_security, with_scratch_tmp,
@@ -26,13 +26,7 @@ use crate::crd::LotusFollowerCluster;
 pub const COMPONENT: &str = "ingester";
 
 fn metadata(cluster: &LotusFollowerCluster) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(child_name(cluster, "ingester")),
-        namespace: cluster.namespace(),
-        labels: Some(labels(cluster, COMPONENT)),
-        owner_references: Some(vec![owner_reference(cluster)]),
-        ..ObjectMeta::default()
-    }
+    child_metadata(cluster, "ingester", COMPONENT)
 }
 
 pub fn service_account(cluster: &LotusFollowerCluster) -> ServiceAccount {

@@ -9,7 +9,9 @@ pub mod followers;
 pub mod ingester;
 pub mod service;
 
-pub use common::{DEFAULT_IMAGE, child_name, labels, owner_reference, selector_labels};
+pub use common::{
+    DEFAULT_IMAGE, child_metadata, child_name, labels, owner_reference, selector_labels,
+};
 
 /// A resource from a YAML fixture, as the API server would hand it over.
 #[cfg(test)]

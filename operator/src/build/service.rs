@@ -7,7 +7,7 @@ use k8s_openapi::{
 use kube::{ResourceExt, api::ObjectMeta};
 
 use super::{
-    common::{child_name, labels, owner_reference, selector_labels},
+    common::{child_metadata, child_name, selector_labels},
     followers::{COMPONENT, RPC_PORT},
 };
 use crate::crd::{LotusFollowerCluster, ServiceType};
@@ -21,12 +21,8 @@ pub fn rpc_service(cluster: &LotusFollowerCluster) -> Service {
     };
     Service {
         metadata: ObjectMeta {
-            name: Some(child_name(cluster, "rpc")),
-            namespace: cluster.namespace(),
-            labels: Some(labels(cluster, COMPONENT)),
             annotations: (!spec.annotations.is_empty()).then(|| spec.annotations.clone()),
-            owner_references: Some(vec![owner_reference(cluster)]),
-            ..ObjectMeta::default()
+            ..child_metadata(cluster, "rpc", COMPONENT)
         },
         spec: Some(ServiceSpec {
             type_: Some(service_type.into()),
