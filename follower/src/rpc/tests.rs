@@ -56,6 +56,16 @@ impl Fixture {
         }))
     }
 
+    /// A mainnet server on `export40.car` with the default limits.
+    async fn export40() -> anyhow::Result<Option<Self>> {
+        Self::new(
+            &["chains/export40.car"],
+            Network::Mainnet,
+            Limits::default(),
+        )
+        .await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.server.rpc_address)
     }
@@ -107,13 +117,7 @@ fn error_code(response: &Value) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tipsets_answer_at_every_height_over_http() -> anyhow::Result<()> {
-    let Some(fixture) = Fixture::new(
-        &["chains/export40.car"],
-        Network::Mainnet,
-        Limits::default(),
-    )
-    .await?
-    else {
+    let Some(fixture) = Fixture::export40().await? else {
         return Ok(());
     };
     let chain = Chain::new(fixture.store.as_ref(), Network::Mainnet);
@@ -437,13 +441,7 @@ async fn next_json(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_notify_pushes_head_changes_over_websocket() -> anyhow::Result<()> {
-    let Some(fixture) = Fixture::new(
-        &["chains/export40.car"],
-        Network::Mainnet,
-        Limits::default(),
-    )
-    .await?
-    else {
+    let Some(fixture) = Fixture::export40().await? else {
         return Ok(());
     };
     let url = format!("ws://{}/rpc/v1", fixture.server.rpc_address);

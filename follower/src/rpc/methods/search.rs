@@ -116,30 +116,32 @@ fn wait(
     }
 }
 
-/// v1: `StateWaitMsg(message, confidence, limit, allowReplaced)`.
-pub fn wait_msg(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
-    let params = Params::new(params, 2, 4)?;
+/// `StateWaitMsg`: `(message, confidence)` on v0, plus `(limit, allowReplaced)` on v1.
+fn wait_msg_with(ctx: &Context, params: &[Value], max_params: usize) -> Result<Value, RpcError> {
+    let params = Params::new(params, 2, max_params)?;
     let message = params.cid(0)?;
     let confidence = params.decode::<u64>(1, "a confidence in epochs")?;
+    let limit = if max_params > 2 {
+        limit(&params, 2)?
+    } else {
+        None
+    };
     wait(
         ctx,
         message,
         i64::try_from(confidence).unwrap_or(i64::MAX),
-        limit(&params, 2)?,
+        limit,
     )
+}
+
+/// v1: `StateWaitMsg(message, confidence, limit, allowReplaced)`.
+pub fn wait_msg(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    wait_msg_with(ctx, params, 4)
 }
 
 /// v0: `StateWaitMsg(message, confidence)`.
 pub fn wait_msg_v0(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
-    let params = Params::new(params, 2, 2)?;
-    let message = params.cid(0)?;
-    let confidence = params.decode::<u64>(1, "a confidence in epochs")?;
-    wait(
-        ctx,
-        message,
-        i64::try_from(confidence).unwrap_or(i64::MAX),
-        None,
-    )
+    wait_msg_with(ctx, params, 2)
 }
 
 /// v0: `StateGetReceipt(message, tipsetKey)`: the receipt, or null.
