@@ -5,7 +5,10 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use clap::{Args, Parser, Subcommand};
 use lotus_follower::{
-    chain::Network,
+    chain::{
+        Network,
+        upgrades::{Schedule, UpgradeHeight},
+    },
     import::{self, Progress},
     rpc::Limits,
     serve::{ServeOptions, parse_size},
@@ -73,6 +76,14 @@ struct ServeArgs {
     /// How long StateWaitMsg waits for confirmations, in seconds.
     #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAIT_SECONDS", default_value_t = 300)]
     max_wait_seconds: u64,
+    /// Sets an upgrade's height, `Name=Height` (e.g. `FireHorse=5500000`), for an
+    /// upgrade scheduled after this build; repeatable.
+    #[arg(
+        long = "upgrade-height",
+        env = "LOTUS_FOLLOWER_UPGRADE_HEIGHTS",
+        value_delimiter = ','
+    )]
+    upgrade_heights: Vec<UpgradeHeight>,
 }
 
 #[derive(Debug, Args)]
@@ -115,9 +126,14 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut schedule = Schedule::of(args.network);
+    for change in &args.upgrade_heights {
+        schedule.set(change)?;
+    }
     let store: Arc<dyn Store> = Arc::from(args.store.open()?);
     let options = ServeOptions {
         network: args.network,
+        schedule,
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
         cache_bytes: args.cache_size,

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
-    chain::Network,
+    chain::{Network, upgrades::Schedule},
     metrics::Metrics,
     rpc::{self, Limits, Server, methods::Context},
     store::{Store, StoreError, cached::CachedStore},
@@ -18,6 +18,7 @@ pub const HEAD_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub network: Network,
+    pub schedule: Schedule,
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub cache_bytes: u64,
@@ -51,6 +52,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
     let ctx = Context {
         store: cached,
         network: options.network,
+        schedule: Arc::new(options.schedule),
         max_lookback_epochs: options.max_lookback_epochs,
         max_wait: options.max_wait,
     };

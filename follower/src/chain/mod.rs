@@ -10,6 +10,7 @@ pub mod network;
 pub mod selection;
 pub mod state;
 pub mod tipset;
+pub mod upgrades;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -8,6 +8,8 @@ use std::{fmt, str::FromStr};
 
 use fvm_shared::address::{Address, Network as AddressNetwork};
 
+use super::upgrades::Schedule;
+
 /// A network the follower can serve (DESIGN.md, "Networks").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Network {
@@ -36,15 +38,34 @@ impl Network {
         }
     }
 
+    /// Seconds between epochs.
+    pub fn block_delay_secs(self) -> u64 {
+        30
+    }
+
+    /// The least power a miner needs to win blocks, in bytes (Lotus's
+    /// `ConsensusMinerMinPower`): 10 TiB on mainnet, 32 GiB on calibnet, 2 KiB
+    /// on the devnet as on Lotus's 2k devnets.
+    pub fn consensus_miner_min_power(self) -> u64 {
+        match self {
+            Network::Mainnet => 10 << 40,
+            Network::Calibnet => 32 << 30,
+            Network::Devnet => 2 << 10,
+        }
+    }
+
+    /// Epochs between a sector's pre-commit and its seal randomness.
+    pub fn pre_commit_challenge_delay(self) -> i64 {
+        match self {
+            Network::Mainnet | Network::Calibnet => 150,
+            Network::Devnet => 10,
+        }
+    }
+
     /// The Hyperdrive upgrade (network version 13), from which a tipset's message
     /// selection compares senders by ID address once any sender is one.
     pub fn hyperdrive_height(self) -> i64 {
-        match self {
-            Network::Mainnet => 892_800,
-            Network::Calibnet => 420,
-            // The devnet starts with every upgrade behind it.
-            Network::Devnet => i64::MIN,
-        }
+        Schedule::of(self).height("Hyperdrive").unwrap_or(i64::MIN)
     }
 
     /// `f` on mainnet, `t` everywhere else.

@@ -13,7 +13,11 @@ use super::{
     Limits, Server, handle_body,
     methods::{ApiVersion, Context, all},
 };
-use crate::{chain::Network, metrics::Metrics, store::embedded::EmbeddedStore};
+use crate::{
+    chain::{Network, upgrades::Schedule},
+    metrics::Metrics,
+    store::embedded::EmbeddedStore,
+};
 
 fn server(dir: &tempfile::TempDir) -> anyhow::Result<Server> {
     let store = Arc::new(EmbeddedStore::open(dir.path())?);
@@ -23,6 +27,7 @@ fn server(dir: &tempfile::TempDir) -> anyhow::Result<Server> {
         ctx: Context {
             store,
             network: Network::Mainnet,
+            schedule: Arc::new(Schedule::of(Network::Mainnet)),
             max_lookback_epochs: 2880,
             max_wait: Duration::from_millis(10),
         },

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Limits, protocol};
 use crate::{
-    chain::Network,
+    chain::{Network, upgrades::Schedule},
     import::import,
     query::Chain,
     serve::{RunningServer, ServeOptions, start},
@@ -41,6 +41,7 @@ impl Fixture {
         }
         let options = ServeOptions {
             network,
+            schedule: Schedule::of(network),
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: Some("127.0.0.1:0".parse()?),
             cache_bytes: 64 << 20,
@@ -220,7 +221,32 @@ async fn genesis_state_answers_with_network_prefixes() -> anyhow::Result<()> {
                 .await?;
             assert_eq!(balance, actor["Balance"]);
         }
+        // The genesis epoch runs under network version 0 on both; the
+        // parameters carry the network's name, chain ID and genesis time.
+        assert_eq!(
+            fixture
+                .result("Filecoin.StateNetworkVersion", json!([null]))
+                .await?,
+            0
+        );
+        let params = fixture
+            .result("Filecoin.StateGetNetworkParams", json!([]))
+            .await?;
+        let genesis = fixture
+            .result("Filecoin.ChainGetGenesis", json!([]))
+            .await?;
+        assert_eq!(
+            params["GenesisTimestamp"],
+            genesis["Blocks"][0]["Timestamp"]
+        );
+        assert_eq!(params["Eip155ChainID"], network.chain_id());
+        assert_eq!(
+            params["ForkUpgradeParams"]["UpgradeHyperdriveHeight"],
+            network.hyperdrive_height()
+        );
         if network == Network::Mainnet {
+            assert_eq!(params["NetworkName"], "testnetnet");
+            assert_eq!(params["ConsensusMinerMinPower"], "10995116277760");
             assert_eq!(
                 fixture
                     .result("Filecoin.WalletBalance", json!(["f090"]))
@@ -777,6 +803,8 @@ async fn lotus_documented_params_parse_and_results_have_lotus_shapes() -> anyhow
         ("Filecoin.StateGetActor", json!(["f090", genesis])),
         ("Filecoin.StateLookupID", json!(["f090", genesis])),
         ("Filecoin.StateNetworkName", json!([])),
+        ("Filecoin.StateNetworkVersion", json!([tsk])),
+        ("Filecoin.StateGetNetworkParams", json!([])),
         ("Filecoin.Version", json!([])),
         ("Filecoin.Discover", json!([])),
         ("Filecoin.NetVersion", json!([])),

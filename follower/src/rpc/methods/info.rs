@@ -9,12 +9,12 @@ use crate::rpc::{params::Params, protocol::RpcError};
 /// The Lotus API version this follower implements (Lotus's `FullAPIVersion1`, 2.3.0).
 const API_VERSION: u64 = (2 << 16) | (3 << 8);
 
-pub fn version(_ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+pub fn version(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     Params::new(params, 0, 0)?;
     Ok(json!({
         "Version": format!("lotus-follower {}", env!("CARGO_PKG_VERSION")),
         "APIVersion": API_VERSION,
-        "BlockDelay": 30,
+        "BlockDelay": ctx.network.block_delay_secs(),
         "Agent": "lotus-follower",
     }))
 }

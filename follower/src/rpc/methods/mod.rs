@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::protocol::RpcError;
 use crate::{
-    chain::{Network, TipSet, TipSetKey},
+    chain::{Network, TipSet, TipSetKey, upgrades::Schedule},
     query::{Chain, QueryError},
     store::Store,
 };
@@ -31,6 +31,8 @@ pub enum ApiVersion {
 pub struct Context {
     pub store: Arc<dyn Store>,
     pub network: Network,
+    /// The network's upgrade heights, with the operator's overrides.
+    pub schedule: Arc<Schedule>,
     /// Requests may look back at most this many epochs from the head.
     pub max_lookback_epochs: i64,
     /// How long `StateWaitMsg` waits on the head before answering with an error.
@@ -159,6 +161,12 @@ static COMMON: &[Method] = &[
         state::account_key,
     ),
     method("Filecoin.StateNetworkName", &[], state::network_name),
+    method(
+        "Filecoin.StateNetworkVersion",
+        &["tipsetKey"],
+        state::network_version,
+    ),
+    method("Filecoin.StateGetNetworkParams", &[], state::network_params),
     method("Filecoin.Version", &[], info::version),
     method("Filecoin.NetVersion", &[], info::net_version),
     method("Filecoin.NetListening", &[], info::net_listening),

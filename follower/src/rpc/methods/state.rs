@@ -1,6 +1,6 @@
 //! `State*` and `WalletBalance`: actors and addresses at a tipset's parent state.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Context, query_error, to_value};
 use crate::{
@@ -57,6 +57,10 @@ pub fn account_key(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
 /// its recent state).
 pub fn network_name(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     Params::new(params, 0, 0)?;
+    Ok(Value::String(read_network_name(ctx)?))
+}
+
+fn read_network_name(ctx: &Context) -> Result<String, RpcError> {
     let chain = ctx.chain();
     let head = chain.head().map_err(query_error)?;
     let name = match chain.network_name(&head) {
@@ -67,5 +71,29 @@ pub fn network_name(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> 
         }
         Err(error) => return Err(query_error(error)),
     };
-    Ok(Value::String(name))
+    Ok(name)
+}
+
+/// The version the tipset's epoch runs under, by the upgrade schedule.
+pub fn network_version(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    let params = Params::new(params, 1, 1)?;
+    let tipset = ctx.tipset(&params.tipset_key(0)?)?;
+    Ok(ctx.schedule.version_at(tipset.height()).into())
+}
+
+/// Lotus's build parameters for the network, its name from the state and its
+/// genesis time from the genesis block.
+pub fn network_params(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+    Params::new(params, 0, 0)?;
+    let network = ctx.network;
+    let genesis = ctx.chain().genesis().map_err(query_error)?;
+    Ok(json!({
+        "NetworkName": read_network_name(ctx)?,
+        "BlockDelaySecs": network.block_delay_secs(),
+        "ConsensusMinerMinPower": network.consensus_miner_min_power().to_string(),
+        "PreCommitChallengeDelay": network.pre_commit_challenge_delay(),
+        "ForkUpgradeParams": ctx.schedule.fork_upgrade_params(network),
+        "Eip155ChainID": network.chain_id(),
+        "GenesisTimestamp": genesis.timestamp(),
+    }))
 }
