@@ -1,11 +1,15 @@
-//! The operator's library: the `LotusFollowerCluster` resource now; the
-//! reconcile pipeline (observe → validate → build → apply → prune → status)
-//! lands with the operator issue.
+//! The operator's library: the `LotusFollowerCluster` resource (`crd`), pure
+//! builders of its children (`build`) and decisions (`diff`, `rollout`,
+//! `status`), and the I/O around them (`apply`, `reconcile`, `run`, `metrics`).
 
+pub mod apply;
 pub mod build;
 pub mod crd;
 pub mod diff;
+pub mod metrics;
 pub mod reconcile;
+pub mod rollout;
+pub mod run;
 pub mod status;
 
 /// The CRD as `crdgen` prints it and `crds/` holds it.

@@ -1,46 +1,101 @@
 //! `lotus-follower-operator`: reconciles `LotusFollowerCluster` resources into a
 //! follower fleet (DESIGN.md, "Operator"). `crdgen` prints the CRD.
 
-use clap::{Parser, Subcommand};
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use lotus_follower_operator::run::{Election, Options};
 
 #[derive(Debug, Parser)]
-#[command(name = "lotus-follower-operator", version, about)]
+#[command(
+    name = "lotus-follower-operator",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// `run`'s flags, for running without the subcommand.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller (the default).
-    Run {
-        /// Watch only this namespace (default: all).
-        #[arg(long, env = "LOTUS_FOLLOWER_OPERATOR_NAMESPACE")]
-        namespace: Option<String>,
-    },
+    Run(RunArgs),
     /// Print the LotusFollowerCluster CustomResourceDefinition as YAML.
     Crdgen,
 }
 
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "LOTUS_FOLLOWER_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// `/metrics`, `/livez` and `/readyz`.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_OPERATOR_METRICS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    metrics_listen: SocketAddr,
+    /// Elect a leader on a Lease in this namespace (the operator's own), so
+    /// standby replicas can wait; without it the controller starts at once.
+    #[arg(long, env = "LOTUS_FOLLOWER_OPERATOR_ELECTION_NAMESPACE")]
+    election_namespace: Option<String>,
+    /// The leader-election Lease's name.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_OPERATOR_ELECTION_LEASE",
+        default_value = "lotus-follower-operator"
+    )]
+    election_lease: String,
+    /// This instance's identity in the election (its pod name in a cluster).
+    #[arg(long, env = "LOTUS_FOLLOWER_OPERATOR_IDENTITY")]
+    identity: Option<String>,
+    /// How often every resource is looked at again when nothing happens, in seconds.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_OPERATOR_RESYNC_SECONDS",
+        default_value_t = 300
+    )]
+    resync_seconds: u64,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run { namespace: None }) {
-        Command::Crdgen => {
+    let args = match cli.command {
+        Some(Command::Crdgen) => {
             print!("{}", lotus_follower_operator::crd_yaml()?);
-            Ok(())
+            return Ok(());
         }
-        Command::Run { namespace } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .init();
-            tokio::runtime::Runtime::new()?.block_on(async {
-                let client = kube::Client::try_default().await?;
-                lotus_follower_operator::reconcile::run(client, namespace.as_deref()).await;
-                anyhow::Ok(())
-            })
-        }
-    }
+        Some(Command::Run(args)) => args,
+        None => cli.run,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("lotus-follower-operator-{}", std::process::id()));
+    let options = Options {
+        namespace: args.namespace,
+        metrics_listen: args.metrics_listen,
+        election: args.election_namespace.map(|namespace| Election {
+            namespace,
+            lease: args.election_lease,
+            identity,
+        }),
+        resync: Duration::from_secs(args.resync_seconds),
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let client = kube::Client::try_default().await?;
+        lotus_follower_operator::run::run(client, options).await
+    })
 }

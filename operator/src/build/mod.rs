@@ -7,6 +7,7 @@ mod common;
 pub mod disruption;
 pub mod followers;
 pub mod ingester;
+pub mod monitoring;
 pub mod service;
 
 pub use common::{
