@@ -6,14 +6,18 @@
 //! A test that cannot reach a component fails with a message saying how to start
 //! the test bed; nothing here ever skips.
 
+mod audit;
 mod cluster;
 mod cql;
 mod env;
 mod logs;
 mod names;
+mod operator;
 mod wait;
 
+pub use audit::AuditedWrite;
 pub use cluster::{TestNamespace, install_crd};
 pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
+pub use operator::{OPERATOR, TestOperator};
 pub use wait::{Check, WaitTimeout, wait_until};

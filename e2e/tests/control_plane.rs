@@ -238,7 +238,11 @@ async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
 
         let user = format!("system:serviceaccount:{}:writer", ns.name);
         let writes = wait_until("the audit log to record the service account's write", POD_READY, || async {
-            let writes = audited_writes(&bed, &ns.name)?;
+            let writes: Vec<_> = bed
+                .audited_writes_since(0)?
+                .into_iter()
+                .filter(|write| write.namespace.as_deref() == Some(ns.name.as_str()))
+                .collect();
             let seen = format!("{} writes in the namespace", writes.len());
             Ok(Check::when(writes.iter().any(|event| event.user == user), writes, seen))
         })
@@ -253,38 +257,6 @@ async fn audit_log_attributes_a_write_to_its_user() -> anyhow::Result<()> {
         ns.delete().await
     })
     .await
-}
-
-/// One write from the audit log, as much of it as the tests compare.
-#[derive(Debug, Clone)]
-struct AuditedWrite {
-    user: String,
-    verb: String,
-    resource: String,
-    name: Option<String>,
-}
-
-/// Every completed write the audit log records in `namespace`.
-fn audited_writes(bed: &TestBed, namespace: &str) -> anyhow::Result<Vec<AuditedWrite>> {
-    let log = std::fs::read_to_string(&bed.audit_log)?;
-    let mut writes = Vec::new();
-    for line in log.lines() {
-        let event: serde_json::Value = serde_json::from_str(line)?;
-        let object = &event["objectRef"];
-        if event["stage"] != "ResponseComplete" || object["namespace"] != namespace {
-            continue;
-        }
-        writes.push(AuditedWrite {
-            user: event["user"]["username"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            verb: event["verb"].as_str().unwrap_or_default().to_owned(),
-            resource: object["resource"].as_str().unwrap_or_default().to_owned(),
-            name: object["name"].as_str().map(str::to_owned),
-        });
-    }
-    Ok(writes)
 }
 
 async fn wait_for_replicas(

@@ -1,17 +1,101 @@
-//! The operator's controller on the real API server (run in-process, limited to
-//! the test's namespace): the minimal resource becomes a fleet whose pods kwok
-//! makes Ready, reported in the status.
+//! The operator on the real API server, running as its own ServiceAccount with
+//! the shipped RBAC (`TestOperator`), limited to the test's namespace: fleets
+//! reach Ready (kwok makes the pods Ready), conditions follow the ingester's
+//! Lease, spec changes converge, drift is repaired, a no-op resync writes
+//! nothing (counted in the audit log), deletion removes everything.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease, core::v1::Service};
-use kube::{
-    Api, CustomResourceExt,
-    api::{Patch, PatchParams, PostParams},
+use k8s_openapi::api::{
+    apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, coordination::v1::Lease,
+    core::v1::Service, events::v1::Event,
 };
-use lotus_follower_e2e::{Check, TestBed, TestNamespace, install_crd, wait_until};
-use lotus_follower_operator::crd::LotusFollowerCluster;
-use serde_json::json;
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use lotus_follower_e2e::{
+    Check, OPERATOR, TestBed, TestNamespace, TestOperator, install_crd, wait_until,
+};
+use lotus_follower_operator::{
+    apply::FIELD_MANAGER,
+    crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
+    rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
+};
+use serde_json::{Value, json};
+
+/// Short, so the zero-write check sees several resyncs in seconds.
+const RESYNC: Duration = Duration::from_secs(2);
+
+fn condition(status: &LotusFollowerClusterStatus, type_: &str) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+async fn wait_for_phase(
+    clusters: &Api<LotusFollowerCluster>,
+    name: &str,
+    phase: &str,
+    followers: &str,
+) -> anyhow::Result<LotusFollowerClusterStatus> {
+    Ok(wait_until(
+        &format!("{name} to be {phase} with {followers} followers"),
+        Duration::from_secs(90),
+        || async {
+            let status = clusters.get_status(name).await?.status.unwrap_or_default();
+            let seen = format!("{:?} {:?}", status.phase, status.followers);
+            let done = status.phase.as_deref() == Some(phase)
+                && status.followers.as_deref() == Some(followers);
+            Ok(Check::when(done, status, seen))
+        },
+    )
+    .await?)
+}
+
+fn kubectl(bed: &TestBed, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &bed.kubeconfig)
+        .output()
+        .map_err(|error| {
+            anyhow::anyhow!("running kubectl (is the test bed's PATH set?): {error}")
+        })?;
+    anyhow::ensure!(
+        output.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The ingester's ServiceAccount reports a recent head, a synced leader and a
+/// reachable store on its Lease (its Role suffices for exactly that).
+async fn publish_head(
+    ingester: &Client,
+    ns: &TestNamespace,
+    lease: &str,
+    height: i64,
+) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let patch = json!({
+        "metadata": {"annotations": {
+            "lotus-follower.io/head-height": height.to_string(),
+            "lotus-follower.io/head-time": now.to_string(),
+            "lotus-follower.io/leader": "ok",
+            "lotus-follower.io/store": "ok",
+        }},
+        // MicroTime's own serialization: the API server wants exactly microseconds.
+        "spec": {"holderIdentity": "ingester-0", "leaseDurationSeconds": 30,
+                 "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)},
+    });
+    Api::<Lease>::namespaced(ingester.clone(), &ns.name)
+        .patch(lease, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
@@ -20,11 +104,7 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         let client = bed.kube_client().await?;
         install_crd(&client, &LotusFollowerCluster::crd()).await?;
         let ns = TestNamespace::create(&client, "operator").await?;
-        let namespace = ns.name.clone();
-        let controller_client = client.clone();
-        let controller = tokio::spawn(async move {
-            lotus_follower_operator::reconcile::run(controller_client, Some(&namespace)).await;
-        });
+        let operator = TestOperator::start(&bed, &client, &ns, RESYNC).await?;
 
         let minimal = json!({
             "apiVersion": "lotus-follower.io/v1alpha1",
@@ -40,71 +120,230 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         let clusters = ns.api::<LotusFollowerCluster>();
         clusters.create(&PostParams::default(), &serde_json::from_value(minimal)?).await?;
 
-        let condition = |status: &lotus_follower_operator::crd::LotusFollowerClusterStatus, type_: &str| {
-            status.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone()))
-        };
         // Workloads available, no ingester process holding the Lease yet: Syncing.
-        let status = wait_until("the fleet to report 2/2 followers", Duration::from_secs(90), || async {
-            let status = clusters.get_status("demo").await?.status.unwrap_or_default();
-            let followers = status.followers.clone().unwrap_or_default();
-            Ok(Check::when(followers == "2/2" && status.phase.as_deref() == Some("Syncing"), status, followers))
-        })
-        .await?;
+        let status = wait_for_phase(&clusters, "demo", "Syncing", "2/2").await?;
         println!("LotusFollowerCluster demo: phase {:?}, followers {:?}, endpoint {:?}", status.phase, status.followers, status.endpoint);
         assert_eq!(condition(&status, "Ready"), Some(("True".into(), "Available".into())));
         assert_eq!(condition(&status, "HeadInSync"), Some(("Unknown".into(), "NoIngester".into())));
+        assert_eq!(status.endpoint.as_deref(), Some(format!("http://demo-rpc.{}.svc:1234/rpc/v1", ns.name).as_str()));
 
-        // The ingester's ServiceAccount takes the Lease and reports a recent head,
-        // a synced leader and a reachable store (its Role suffices for that).
+        // The Lease is watched: the ingester's report alone moves the status.
         let ingester = bed.service_account_client(&ns, "demo-ingester").await?;
-        let now = k8s_openapi::jiff::Timestamp::now();
-        let lease_patch = json!({
-            "metadata": {"annotations": {
-                "lotus-follower.io/head-height": "1234",
-                "lotus-follower.io/head-time": now.to_string(),
-                "lotus-follower.io/leader": "ok",
-                "lotus-follower.io/store": "ok",
-            }},
-            // MicroTime's own serialization: the API server wants exactly microseconds.
-            "spec": {"holderIdentity": "ingester-0", "leaseDurationSeconds": 30,
-                     "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)},
-        });
-        Api::<Lease>::namespaced(ingester.clone(), &ns.name)
-            .patch("demo-ingester", &PatchParams::default(), &Patch::Merge(&lease_patch))
-            .await?;
-        // Touch the resource so the controller looks again now (it does not watch Leases yet).
-        clusters
-            .patch("demo", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})))
-            .await?;
-        let status = wait_until("HeadInSync from the ingester's Lease", Duration::from_secs(30), || async {
-            let status = clusters.get_status("demo").await?.status.unwrap_or_default();
-            let phase = status.phase.clone().unwrap_or_default();
-            Ok(Check::when(phase == "Running", status, phase))
-        })
-        .await?;
+        publish_head(&ingester, &ns, "demo-ingester", 1234).await?;
+        let status = wait_for_phase(&clusters, "demo", "Running", "2/2").await?;
         assert_eq!(condition(&status, "HeadInSync"), Some(("True".into(), "HeadRecent".into())));
         assert_eq!(condition(&status, "LeaderReady"), Some(("True".into(), "LeaderSynced".into())));
         assert_eq!(condition(&status, "DatabaseReady"), Some(("True".into(), "StoreReachable".into())));
         assert_eq!(status.head_height, Some(1234));
         println!("with the ingester's Lease: phase {:?}, head {:?}", status.phase, status.head_height);
         // The ingester's Role reaches no other Lease.
-        let other = Api::<Lease>::namespaced(ingester, &ns.name).get("someone-else").await;
+        let other = Api::<Lease>::namespaced(ingester, &ns.name).get(OPERATOR).await;
         assert!(matches!(other, Err(kube::Error::Api(ref status)) if status.code == 403), "{other:?}");
-        assert_eq!(status.endpoint.as_deref(), Some(format!("http://demo-rpc.{}.svc:1234/rpc/v1", ns.name).as_str()));
-        assert!(ns.api::<Deployment>().get_opt("demo-ingester").await?.is_some());
-        assert!(ns.api::<Service>().get_opt("demo-rpc").await?.is_some());
 
-        // A deleted child comes back.
-        ns.api::<Service>().delete("demo-rpc", &Default::default()).await?;
+        // What users see: the printer columns and the schema's documentation.
+        let table = kubectl(&bed, &["get", "lfc", "--namespace", &ns.name])?;
+        println!("kubectl get lfc:\n{table}");
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header, ["NAME", "PHASE", "FOLLOWERS", "HEAD", "AGE"]);
+        let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(row[..4], ["demo", "Running", "2/2", "1234"]);
+        let explained = kubectl(&bed, &["explain", "lfc.spec.followers"])?;
+        for documented in ["autoscaling", "Scale the followers on their RPC load", "replicas", "forward"] {
+            assert!(explained.contains(documented), "kubectl explain lacks {documented:?}:\n{explained}");
+        }
+
+        // A no-op resync writes nothing: no apply, no status, no Event. Only the
+        // renewals of the operator's own election Lease may appear.
+        tokio::time::sleep(RESYNC * 2).await;
+        let offset = bed.audit_offset()?;
+        let reconciles = operator.metric("lotus_follower_operator_reconciles_total").await?;
+        tokio::time::sleep(RESYNC * 4).await;
+        let resynced = operator.metric("lotus_follower_operator_reconciles_total").await? - reconciles;
+        let writes: Vec<_> = bed
+            .audited_writes_since(offset)?
+            .into_iter()
+            .filter(|write| write.user == operator.user)
+            .collect();
+        let (election, others): (Vec<_>, Vec<_>) = writes
+            .into_iter()
+            .partition(|write| write.resource == "leases" && write.name.as_deref() == Some(OPERATOR));
+        println!("no-op resyncs: {resynced} reconciles, {} writes ({} election-Lease renewals)", others.len(), election.len());
+        assert!(resynced >= 3.0, "the controller resynced ({resynced} reconciles)");
+        assert!(others.is_empty(), "a no-op resync wrote: {others:?}");
+
+        // A deleted child comes back, and the operator says so in an Event.
+        ns.api::<Service>().delete("demo-rpc", &DeleteParams::default()).await?;
         let services: Api<Service> = ns.api();
-        wait_until("the deleted Service to come back", Duration::from_secs(60), || async {
+        wait_until("the deleted Service to come back", Duration::from_secs(30), || async {
             let service = services.get_opt("demo-rpc").await?;
             let back = service.is_some_and(|s| s.metadata.deletion_timestamp.is_none());
             Ok(Check::when(back, (), "absent"))
         })
         .await?;
-        println!("a deleted child Service was recreated");
-        controller.abort();
+        // Its Event, related to the Service, is a series: applied at creation and again now.
+        let events: Api<Event> = ns.api();
+        let applied = wait_until("an Event for the recreated Service", Duration::from_secs(30), || async {
+            let event = events.list(&ListParams::default()).await?.items.into_iter().find(|event| {
+                event.reason.as_deref() == Some("Applied")
+                    && event.related.as_ref().and_then(|r| r.name.as_deref()) == Some("demo-rpc")
+            });
+            let count = event.as_ref().and_then(|e| e.series.as_ref()).map_or(1, |s| s.count);
+            let note = event.and_then(|e| e.note).unwrap_or_default();
+            Ok(Check::when(count >= 2, format!("{note} ×{count}"), format!("{note:?} ×{count}")))
+        })
+        .await?;
+        println!("a deleted child Service was recreated; Events: {applied:?}");
+
+        // Deleting the resource removes every child (owner references).
+        clusters.delete("demo", &DeleteParams::foreground()).await?;
+        let deployments: Api<Deployment> = ns.api();
+        wait_until("the children to be deleted", Duration::from_secs(60), || async {
+            let left: Vec<String> = deployments
+                .list_metadata(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|d| d.metadata.name)
+                .chain(
+                    services
+                        .list_metadata(&ListParams::default().labels("app.kubernetes.io/instance=demo"))
+                        .await?
+                        .items
+                        .into_iter()
+                        .filter_map(|s| s.metadata.name),
+                )
+                .collect();
+            Ok(Check::when(left.is_empty(), (), format!("{left:?}")))
+        })
+        .await?;
+        operator.stop().await?;
+        ns.delete().await
+    })
+    .await
+}
+
+/// Images of the ingester's and the followers' pod templates.
+async fn images(deployments: &Api<Deployment>, name: &str) -> anyhow::Result<(String, String)> {
+    let image = |deployment: Deployment| {
+        deployment
+            .spec
+            .and_then(|spec| spec.template.spec)
+            .and_then(|pod| pod.containers.into_iter().next())
+            .and_then(|container| container.image)
+            .unwrap_or_default()
+    };
+    Ok((
+        image(deployments.get(&format!("{name}-ingester")).await?),
+        image(deployments.get(&format!("{name}-followers")).await?),
+    ))
+}
+
+/// Samples the followers' replicas until `done` holds; returns the lowest seen.
+async fn lowest_replicas_until(
+    deployments: &Api<Deployment>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Deployment) -> bool,
+) -> anyhow::Result<i32> {
+    let mut lowest = i32::MAX;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let deployment = deployments.get(name).await?;
+        let replicas = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        lowest = lowest.min(replicas);
+        if done(&deployment) {
+            return Ok(lowest);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} (replicas {replicas})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_changes_converge() -> anyhow::Result<()> {
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let client = bed.kube_client().await?;
+        install_crd(&client, &LotusFollowerCluster::crd()).await?;
+        let ns = TestNamespace::create(&client, "converge").await?;
+        let operator = TestOperator::start(&bed, &client, &ns, RESYNC).await?;
+        let example: Value = serde_yaml::from_str(include_str!("../../manifests/examples/external.yaml"))?;
+        let clusters = ns.api::<LotusFollowerCluster>();
+        clusters.create(&PostParams::default(), &serde_json::from_value(example)?).await?;
+        let status = wait_for_phase(&clusters, "fleet", "Syncing", "2/2").await?;
+        assert_eq!(condition(&status, "Ready"), Some(("True".into(), "Available".into())));
+        println!("manifests/examples/external.yaml: phase {:?}, followers {:?}", status.phase, status.followers);
+
+        // The HPA took over: the operator's own apply no longer sets replicas;
+        // the hand-over manager pinned them.
+        let deployments: Api<Deployment> = ns.api();
+        let hpas: Api<HorizontalPodAutoscaler> = ns.api();
+        let followers = deployments.get("fleet-followers").await?;
+        assert!(!owns_replicas(&followers, FIELD_MANAGER), "the operator let go of replicas");
+        assert!(owns_replicas(&followers, HANDOVER_FIELD_MANAGER), "the hand-over manager holds them");
+        assert!(hpas.get_opt("fleet-followers").await?.is_some());
+
+        // An image change: the ingester rolls out first, the followers after it.
+        let (old, _) = images(&deployments, "fleet").await?;
+        let new = "ghcr.io/lotus-follower/lotus-follower:next";
+        let patch = json!({"spec": {"ingester": {"image": new}, "followers": {"image": new}}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = images(&deployments, "fleet").await?;
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state == (new.to_owned(), new.to_owned()) {
+                break;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the image change did not converge: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!("image states (ingester, followers): {seen:?}");
+        assert!(!seen.contains(&(old.clone(), new.to_owned())), "followers moved before the ingester: {seen:?}");
+        assert!(seen.contains(&(new.to_owned(), old.clone())), "the followers waited for the ingester: {seen:?}");
+
+        // Autoscaling off: the HPA is removed and the replicas are set explicitly.
+        let off = json!({"spec": {"followers": {"autoscaling": null, "replicas": 3}}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&off)).await?;
+        let lowest = lowest_replicas_until(&deployments, "fleet-followers", "3 replicas set by the operator", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(3) && owns_replicas(d, FIELD_MANAGER)
+        })
+        .await?;
+        assert!(lowest >= 2, "replicas dropped to {lowest} on the way off");
+        wait_until("the HPA to be pruned", Duration::from_secs(30), || async {
+            Ok(Check::when(hpas.get_opt("fleet-followers").await?.is_none(), (), "present"))
+        })
+        .await?;
+        wait_for_phase(&clusters, "fleet", "Syncing", "3/3").await?;
+
+        // And on again with a higher minimum: never below the running count or the minimum.
+        let on = json!({"spec": {"followers": {"autoscaling": {"minReplicas": 4, "maxReplicas": 6, "targetRequestsPerSecond": "100"}}}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&on)).await?;
+        let lowest = lowest_replicas_until(&deployments, "fleet-followers", "the hand-over to 4 replicas", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(4) && !owns_replicas(d, FIELD_MANAGER)
+        })
+        .await?;
+        assert!(lowest >= 3, "replicas dropped to {lowest} on the way on");
+        wait_until("the HPA to be back", Duration::from_secs(30), || async {
+            Ok(Check::when(hpas.get_opt("fleet-followers").await?.is_some(), (), "absent"))
+        })
+        .await?;
+        let status = wait_for_phase(&clusters, "fleet", "Syncing", "4/4").await?;
+        let labels: BTreeMap<_, _> = status.conditions.iter().map(|c| (c.type_.clone(), c.status.clone())).collect();
+        println!("autoscaling off → on: lowest replicas {lowest}; conditions {labels:?}");
+
+        operator.stop().await?;
         ns.delete().await
     })
     .await

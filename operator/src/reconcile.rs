@@ -13,8 +13,10 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, coordination::v1::Lease,
-        core::v1::Service,
+        apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        coordination::v1::Lease,
+        core::v1::{ObjectReference, Service},
     },
     jiff::{SignedDuration, Timestamp},
 };
@@ -70,7 +72,7 @@ struct Pass<'a> {
     ctx: &'a Context,
     cluster: &'a LotusFollowerCluster,
     namespace: String,
-    events: Vec<(EventType, &'static str, String)>,
+    events: Vec<(EventType, &'static str, String, Option<ObjectReference>)>,
 }
 
 impl Pass<'_> {
@@ -90,11 +92,7 @@ impl Pass<'_> {
         let wrote = apply::ensure(api, desired, force).await?;
         if wrote {
             let kind = K::kind(&K::DynamicType::default()).into_owned();
-            self.wrote(
-                &kind,
-                "apply",
-                format!("applied {kind} {}", desired.name_any()),
-            );
+            self.wrote(&kind, &desired.name_any(), "apply");
         }
         Ok(wrote)
     }
@@ -106,35 +104,42 @@ impl Pass<'_> {
     {
         let kind = K::kind(&K::DynamicType::default()).into_owned();
         for name in apply::prune(api, self.cluster, keep).await? {
-            self.wrote(
-                &kind,
-                "delete",
-                format!("deleted {kind} {name}: no longer desired"),
-            );
+            self.wrote(&kind, &name, "delete");
         }
         Ok(())
     }
 
-    fn wrote(&mut self, kind: &str, verb: &str, note: String) {
+    /// Counts a write to the child `kind`/`name` and queues its Event. The
+    /// child is the Event's related object, so each child has its own series.
+    fn wrote(&mut self, kind: &str, name: &str, verb: &str) {
         self.ctx.metrics.write(kind, verb);
-        tracing::info!(cluster = %self.cluster.name_any(), namespace = %self.namespace, "{note}");
-        let reason = if verb == "delete" {
-            "Deleted"
-        } else {
-            "Applied"
+        let (reason, note) = match verb {
+            "delete" => (
+                "Deleted",
+                format!("deleted {kind} {name}: no longer desired"),
+            ),
+            _ => ("Applied", format!("applied {kind} {name}")),
         };
-        self.events.push((EventType::Normal, reason, note));
+        tracing::info!(cluster = %self.cluster.name_any(), namespace = %self.namespace, "{note}");
+        let related = ObjectReference {
+            kind: Some(kind.to_owned()),
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.clone()),
+            ..ObjectReference::default()
+        };
+        self.events
+            .push((EventType::Normal, reason, note, Some(related)));
     }
 
     async fn publish_events(self) {
         let reference = self.cluster.object_ref(&());
-        for (type_, reason, note) in self.events {
+        for (type_, reason, note, secondary) in self.events {
             let event = Event {
                 type_,
                 reason: reason.into(),
                 note: Some(note),
                 action: "Reconcile".into(),
-                secondary: None,
+                secondary,
             };
             if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
                 tracing::warn!("publishing an event: {error}");
@@ -175,6 +180,7 @@ impl Pass<'_> {
                 "WaitingForIngester",
                 "the followers keep their image until the ingester has rolled out the new one"
                     .into(),
+                None,
             ));
         }
         match &cluster.spec.followers.autoscaling {
@@ -226,11 +232,7 @@ impl Pass<'_> {
             services.push(metrics_service.name_any());
             let monitor = monitoring::service_monitor(cluster);
             if apply::ensure(monitors, &monitor, false).await? {
-                self.wrote(
-                    "ServiceMonitor",
-                    "apply",
-                    format!("applied ServiceMonitor {}", monitor.name_any()),
-                );
+                self.wrote("ServiceMonitor", &monitor.name_any(), "apply");
             }
         }
         self.prune::<Service>(&self.api(), &services).await?;
@@ -275,6 +277,11 @@ pub async fn reconcile(
 }
 
 async fn reconcile_once(cluster: &LotusFollowerCluster, ctx: &Context) -> Result<Action, Error> {
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the children by their owner
+        // references; applying them now would bring them back.
+        return Ok(Action::await_change());
+    }
     let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
     let mut pass = Pass {
         ctx,

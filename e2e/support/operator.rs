@@ -1,0 +1,185 @@
+//! The operator under test: run in-process (`run_until`, the binary's own code
+//! path) as its own ServiceAccount, whose only permissions are the shipped
+//! `manifests/operator/rbac.yaml` bound in the test's namespace. Every request
+//! it makes is therefore authorized (and audited) as it would be in a cluster.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use k8s_openapi::api::{
+    core::v1::ServiceAccount,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use lotus_follower_operator::run::{Election, Options, run_until};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::oneshot,
+    task::JoinHandle,
+};
+
+use crate::{TestBed, TestNamespace};
+
+/// The operator's ServiceAccount and leader-election Lease name, as shipped.
+pub const OPERATOR: &str = "lotus-follower-operator";
+
+pub struct TestOperator {
+    /// `system:serviceaccount:<ns>:lotus-follower-operator`, as the audit log names it.
+    pub user: String,
+    pub metrics: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    admin: Client,
+    binding: String,
+}
+
+impl std::fmt::Debug for TestOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestOperator")
+            .field("user", &self.user)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+fn rbac_documents() -> anyhow::Result<Vec<Value>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/operator/rbac.yaml");
+    let text = std::fs::read_to_string(&path)?;
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| {
+            Ok(serde_json::to_value(serde_yaml::Value::deserialize(
+                document,
+            )?)?)
+        })
+        .collect()
+}
+
+/// Re-homes the shipped RBAC into `ns`: the ServiceAccount and the election
+/// Role there, the ClusterRole as is, and a ClusterRoleBinding of this test's own.
+async fn install_rbac(admin: &Client, ns: &TestNamespace) -> anyhow::Result<String> {
+    let apply = PatchParams::apply("lotus-follower-e2e").force();
+    let binding = format!("{OPERATOR}-{}", ns.name);
+    for mut document in rbac_documents()? {
+        let kind = document["kind"].as_str().unwrap_or_default().to_owned();
+        if document["metadata"].get("namespace").is_some() {
+            document["metadata"]["namespace"] = ns.name.clone().into();
+        }
+        for subject in document["subjects"].as_array_mut().into_iter().flatten() {
+            subject["namespace"] = ns.name.clone().into();
+        }
+        let name = document["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match kind.as_str() {
+            "ServiceAccount" => {
+                let object: ServiceAccount = serde_json::from_value(document)?;
+                ns.api::<ServiceAccount>()
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await?;
+            }
+            "ClusterRole" => {
+                let object: ClusterRole = serde_json::from_value(document)?;
+                Api::<ClusterRole>::all(admin.clone())
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await?;
+            }
+            "ClusterRoleBinding" => {
+                document["metadata"]["name"] = binding.clone().into();
+                let object: ClusterRoleBinding = serde_json::from_value(document)?;
+                Api::<ClusterRoleBinding>::all(admin.clone())
+                    .patch(&binding, &apply, &Patch::Apply(&object))
+                    .await?;
+            }
+            "Role" => {
+                let object: Role = serde_json::from_value(document)?;
+                ns.api::<Role>()
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await?;
+            }
+            "RoleBinding" => {
+                let object: RoleBinding = serde_json::from_value(document)?;
+                ns.api::<RoleBinding>()
+                    .patch(&name, &apply, &Patch::Apply(&object))
+                    .await?;
+            }
+            other => anyhow::bail!("unexpected kind {other} in manifests/operator/rbac.yaml"),
+        }
+    }
+    Ok(binding)
+}
+
+/// A free port on 127.0.0.1 for the operator's metrics listener.
+fn free_local_address() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl TestOperator {
+    /// Starts the operator on `ns` only, electing itself on its Lease there.
+    pub async fn start(
+        bed: &TestBed,
+        admin: &Client,
+        ns: &TestNamespace,
+        resync: Duration,
+    ) -> anyhow::Result<Self> {
+        let binding = install_rbac(admin, ns).await?;
+        let client = bed.service_account_client(ns, OPERATOR).await?;
+        let metrics = free_local_address()?;
+        let options = Options {
+            namespace: Some(ns.name.clone()),
+            metrics_listen: metrics,
+            election: Some(Election {
+                namespace: ns.name.clone(),
+                lease: OPERATOR.into(),
+                identity: "e2e-operator".into(),
+            }),
+            resync,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_until(client, options, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            user: format!("system:serviceaccount:{}:{OPERATOR}", ns.name),
+            metrics,
+            stop,
+            task,
+            admin: admin.clone(),
+            binding,
+        })
+    }
+
+    /// The sum of every series of the metric `name` on the operator's `/metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let mut stream = TcpStream::connect(self.metrics).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok(response
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Stops it (releasing its Lease) and removes the cluster-wide binding.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        Api::<ClusterRoleBinding>::all(self.admin)
+            .delete(&self.binding, &DeleteParams::default())
+            .await?;
+        result???;
+        Ok(())
+    }
+}
