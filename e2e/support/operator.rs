@@ -60,10 +60,15 @@ fn rbac_documents() -> anyhow::Result<Vec<Value>> {
 }
 
 /// Re-homes the shipped RBAC into `ns`: the ServiceAccount and the election
-/// Role there, the ClusterRole as is, and a ClusterRoleBinding of this test's own.
-async fn install_rbac(admin: &Client, ns: &TestNamespace) -> anyhow::Result<String> {
+/// Role there, the ClusterRole as is, and a ClusterRoleBinding of this
+/// instance's own (so stopping one instance leaves another its permissions).
+async fn install_rbac(
+    admin: &Client,
+    ns: &TestNamespace,
+    identity: &str,
+) -> anyhow::Result<String> {
     let apply = PatchParams::apply("lotus-follower-e2e").force();
-    let binding = format!("{OPERATOR}-{}", ns.name);
+    let binding = format!("{OPERATOR}-{}-{identity}", ns.name);
     for mut document in rbac_documents()? {
         let kind = document["kind"].as_str().unwrap_or_default().to_owned();
         if document["metadata"].get("namespace").is_some() {
@@ -120,14 +125,16 @@ fn free_local_address() -> anyhow::Result<SocketAddr> {
 }
 
 impl TestOperator {
-    /// Starts the operator on `ns` only, electing itself on its Lease there.
+    /// Starts the operator on `ns` only, electing itself on its Lease there
+    /// as `identity` (a second identity waits as a standby).
     pub async fn start(
         bed: &TestBed,
         admin: &Client,
         ns: &TestNamespace,
+        identity: &str,
         resync: Duration,
     ) -> anyhow::Result<Self> {
-        let binding = install_rbac(admin, ns).await?;
+        let binding = install_rbac(admin, ns, identity).await?;
         let client = bed.service_account_client(ns, OPERATOR).await?;
         let metrics = free_local_address()?;
         let options = Options {
@@ -136,7 +143,7 @@ impl TestOperator {
             election: Some(Election {
                 namespace: ns.name.clone(),
                 lease: OPERATOR.into(),
-                identity: "e2e-operator".into(),
+                identity: identity.into(),
             }),
             resync,
         };
@@ -154,15 +161,22 @@ impl TestOperator {
         })
     }
 
-    /// The sum of every series of the metric `name` on the operator's `/metrics`.
-    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+    /// A GET on the operator's metrics and health listener: the whole response.
+    pub async fn get(&self, path: &str) -> anyhow::Result<String> {
         let mut stream = TcpStream::connect(self.metrics).await?;
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: operator\r\n\r\n").as_bytes())
             .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
-        Ok(response
+        Ok(response)
+    }
+
+    /// The sum of every series of the metric `name` on the operator's `/metrics`.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        Ok(self
+            .get("/metrics")
+            .await?
             .lines()
             .filter(|line| {
                 line.strip_prefix(name)

@@ -12,13 +12,14 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, CustomResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use lotus_follower_e2e::{
     Check, OPERATOR, TestBed, TestNamespace, TestOperator, install_crd, wait_until,
 };
 use lotus_follower_operator::{
     apply::FIELD_MANAGER,
+    build::monitoring::service_monitor_resource,
     crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
     rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
 };
@@ -102,9 +103,9 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
     bed.run(async {
         let client = bed.kube_client().await?;
-        install_crd(&client, &LotusFollowerCluster::crd()).await?;
+        install_crds(&client).await?;
         let ns = TestNamespace::create(&client, "operator").await?;
-        let operator = TestOperator::start(&bed, &client, &ns, RESYNC).await?;
+        let operator = TestOperator::start(&bed, &client, &ns, "operator-a", RESYNC).await?;
 
         let minimal = json!({
             "apiVersion": "lotus-follower.io/v1alpha1",
@@ -195,6 +196,28 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         .await?;
         println!("a deleted child Service was recreated; Events: {applied:?}");
 
+        // Its health and metrics: ready, and every write counted.
+        let ready = operator.get("/readyz").await?;
+        assert!(ready.lines().next().is_some_and(|status| status.contains(" 200 ")), "{ready}");
+        let writes = operator.metric("lotus_follower_operator_writes_total").await?;
+        assert!(writes >= 9.0, "{writes} writes counted");
+        assert_eq!(operator.metric("lotus_follower_operator_leader").await?, 1.0);
+
+        // A standby waits on the election Lease and takes over when the leader
+        // stops (releasing the Lease on its way out).
+        let standby = TestOperator::start(&bed, &client, &ns, "operator-b", RESYNC).await?;
+        tokio::time::sleep(RESYNC * 2).await;
+        assert_eq!(standby.metric("lotus_follower_operator_leader").await?, 0.0);
+        assert_eq!(standby.metric("lotus_follower_operator_reconciles_total").await?, 0.0);
+        operator.stop().await?;
+        let took_over = std::time::Instant::now();
+        wait_until("the standby to lead and reconcile", Duration::from_secs(45), || async {
+            let reconciles = standby.metric("lotus_follower_operator_reconciles_total").await?;
+            Ok(Check::when(reconciles > 0.0, (), format!("{reconciles} reconciles")))
+        })
+        .await?;
+        println!("the standby took over in {:?}", took_over.elapsed());
+
         // Deleting the resource removes every child (owner references).
         clusters.delete("demo", &DeleteParams::foreground()).await?;
         let deployments: Api<Deployment> = ns.api();
@@ -217,10 +240,34 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
             Ok(Check::when(left.is_empty(), (), format!("{left:?}")))
         })
         .await?;
-        operator.stop().await?;
+        standby.stop().await?;
         ns.delete().await
     })
     .await
+}
+
+/// The resource's CRD, and the Prometheus Operator's ServiceMonitor kind (in
+/// every test, since it changes what every operator builds).
+async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    install_crd(client, &LotusFollowerCluster::crd()).await?;
+    install_crd(client, &serde_json::from_value(service_monitor_crd())?).await
+}
+
+/// The ServiceMonitor kind with its schema left open: the operator only needs
+/// the API server to serve the kind.
+fn service_monitor_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors", "singular": "servicemonitor"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    })
 }
 
 /// Images of the ingester's and the followers' pod templates.
@@ -272,9 +319,9 @@ async fn spec_changes_converge() -> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
     bed.run(async {
         let client = bed.kube_client().await?;
-        install_crd(&client, &LotusFollowerCluster::crd()).await?;
+        install_crds(&client).await?;
         let ns = TestNamespace::create(&client, "converge").await?;
-        let operator = TestOperator::start(&bed, &client, &ns, RESYNC).await?;
+        let operator = TestOperator::start(&bed, &client, &ns, "operator-a", RESYNC).await?;
         let example: Value = serde_yaml::from_str(include_str!("../../manifests/examples/external.yaml"))?;
         let clusters = ns.api::<LotusFollowerCluster>();
         clusters.create(&PostParams::default(), &serde_json::from_value(example)?).await?;
@@ -342,6 +389,29 @@ async fn spec_changes_converge() -> anyhow::Result<()> {
         let status = wait_for_phase(&clusters, "fleet", "Syncing", "4/4").await?;
         let labels: BTreeMap<_, _> = status.conditions.iter().map(|c| (c.type_.clone(), c.status.clone())).collect();
         println!("autoscaling off → on: lowest replicas {lowest}; conditions {labels:?}");
+
+        // Paused: nothing changes, the status says so; unpaused, it converges.
+        let paused = json!({"spec": {"paused": true, "followers": {"autoscaling": null, "replicas": 5}}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&paused)).await?;
+        wait_for_phase(&clusters, "fleet", "Paused", "4/4").await?;
+        tokio::time::sleep(RESYNC * 2).await;
+        let replicas = deployments.get("fleet-followers").await?.spec.and_then(|s| s.replicas);
+        assert_eq!(replicas, Some(4), "paused: the followers were left alone");
+        assert!(hpas.get_opt("fleet-followers").await?.is_some(), "paused: the HPA was left alone");
+        let resumed = json!({"spec": {"paused": false}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&resumed)).await?;
+        wait_for_phase(&clusters, "fleet", "Syncing", "5/5").await?;
+        assert!(hpas.get_opt("fleet-followers").await?.is_none());
+
+        // Where the Prometheus Operator's ServiceMonitor kind is served, the fleet
+        // gets a metrics Service and a ServiceMonitor for it.
+        let monitors = Api::<DynamicObject>::namespaced_with(client.clone(), &ns.name, &service_monitor_resource());
+        wait_until("the ServiceMonitor", Duration::from_secs(30), || async {
+            Ok(Check::when(monitors.get_opt("fleet").await?.is_some(), (), "absent"))
+        })
+        .await?;
+        let metrics = ns.api::<Service>().get("fleet-metrics").await?;
+        assert_eq!(metrics.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
 
         operator.stop().await?;
         ns.delete().await
