@@ -215,3 +215,51 @@ async fn the_example_manifests_are_accepted() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// `kubectl apply -f crds/ -f manifests/operator/`, as the README says: every
+/// object is accepted, and the namespace's `restricted` Pod Security admits the
+/// operator's pods (kwok makes them Ready; no operator process runs in them).
+#[tokio::test]
+async fn the_install_manifests_are_accepted() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let output = std::process::Command::new("kubectl")
+            .args(["apply", "--server-side", "--force-conflicts", "-f"])
+            .arg(root.join("crds"))
+            .arg("-f")
+            .arg(root.join("manifests/operator"))
+            .env("KUBECONFIG", &bed.kubeconfig)
+            .output()?;
+        println!("{}", String::from_utf8_lossy(&output.stdout));
+        anyhow::ensure!(
+            output.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let client = bed.kube_client().await?;
+        let deployments = Api::<Deployment>::namespaced(client, "lotus-follower-system");
+        wait_until(
+            "the operator's pods to be admitted and Ready",
+            Duration::from_secs(60),
+            || async {
+                let status = deployments
+                    .get_status("lotus-follower-operator")
+                    .await?
+                    .status
+                    .unwrap_or_default();
+                let ready = status.ready_replicas.unwrap_or(0);
+                Ok(Check::when(
+                    ready == 2,
+                    (),
+                    format!("{ready}/2 ready; {:?}", status.conditions),
+                ))
+            },
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}
