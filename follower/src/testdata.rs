@@ -98,3 +98,25 @@ pub fn assert_shape(
         _ => anyhow::bail!("{path}: ours is {ours}, Lotus's example is {example}"),
     }
 }
+
+/// POSTs a body to a JSON-RPC URL; the HTTP status and the JSON answer (or the
+/// text, when it is not JSON).
+pub async fn post(url: &str, body: impl Into<Vec<u8>>) -> anyhow::Result<(u16, serde_json::Value)> {
+    let url = url.to_owned();
+    let body = body.into();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = ureq::post(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("content-type", "application/json")
+            .send(&body[..])?;
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string()?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    })
+    .await?
+}

@@ -35,6 +35,14 @@ pub fn encode_block<T: Serialize>(value: &T) -> Result<(Cid, Vec<u8>), Error> {
     Ok((cid, bytes))
 }
 
+/// BLAKE2b-256, the hash Filecoin signs and derives randomness with.
+pub fn blake2b_256(data: &[u8]) -> [u8; 32] {
+    let hash = blake2b_simd::Params::new().hash_length(32).hash(data);
+    let mut out = [0; 32];
+    out.copy_from_slice(hash.as_bytes());
+    out
+}
+
 /// An identity-hashed CID: the data is carried in the CID itself (early actor
 /// code CIDs are such: `fil/1/account`, …).
 pub fn identity_cid(codec: u64, data: &[u8]) -> Result<Cid, Error> {

@@ -59,6 +59,43 @@ pub fn load_tipset(store: &dyn Store, key: &TipSetKey) -> Result<Option<TipSet>,
         })
 }
 
+/// Adds one tipset to `batch`: its height, and where its messages are
+/// (inclusion positions and sender nonces). Returns whether its messages were
+/// indexed: the input may lack them (or the state needed to order them).
+pub fn index_tipset<BS: Blockstore>(
+    blockstore: &BS,
+    tipset: &TipSet,
+    network: Network,
+    batch: &mut WriteBatch,
+) -> Result<bool, IndexError> {
+    let key = tipset.key().clone();
+    batch.tipsets.push((tipset.height(), key.clone()));
+    let messages = match tipset_messages(blockstore, tipset, network) {
+        Ok(messages) => messages,
+        Err(SelectionError::Missing { .. } | SelectionError::Sender { .. }) => return Ok(false),
+        Err(error) => return Err(error.into()),
+    };
+    for (index, included) in messages.into_iter().enumerate() {
+        let index = u32::try_from(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.inclusions.push((
+            included.cid,
+            Inclusion {
+                tipset: key.clone(),
+                index,
+            },
+        ));
+        batch.nonce_uses.push((
+            included.sender,
+            included.message.sequence,
+            NonceUse {
+                message: included.cid,
+                tipset: key.clone(),
+            },
+        ));
+    }
+    Ok(true)
+}
+
 pub fn index_chain(
     store: &dyn Store,
     head: &TipSetKey,
@@ -80,37 +117,10 @@ pub fn index_chain(
     let mut batch = WriteBatch::default();
     let mut next = Some(head_tipset);
     while let Some(tipset) = next {
-        let key = tipset.key().clone();
-        batch.tipsets.push((tipset.height(), key.clone()));
         indexed.tipsets += 1;
         indexed.lowest_height = tipset.height();
-        match tipset_messages(&StoreBlockstore(store), &tipset, network) {
-            Ok(messages) => {
-                indexed.with_messages += 1;
-                for (index, included) in messages.into_iter().enumerate() {
-                    let index =
-                        u32::try_from(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    batch.inclusions.push((
-                        included.cid,
-                        Inclusion {
-                            tipset: key.clone(),
-                            index,
-                        },
-                    ));
-                    batch.nonce_uses.push((
-                        included.sender,
-                        included.message.sequence,
-                        NonceUse {
-                            message: included.cid,
-                            tipset: key.clone(),
-                        },
-                    ));
-                }
-            }
-            // The input does not carry this height's messages (or the state
-            // needed to order them): index the tipset alone.
-            Err(SelectionError::Missing { .. } | SelectionError::Sender { .. }) => {}
-            Err(error) => return Err(error.into()),
+        if index_tipset(&StoreBlockstore(store), &tipset, network, &mut batch)? {
+            indexed.with_messages += 1;
         }
         if batch.tipsets.len() >= FLUSH_TIPSETS {
             store.write(std::mem::take(&mut batch))?;

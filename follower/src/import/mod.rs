@@ -17,7 +17,8 @@ use cid::Cid;
 use fvm_ipld_encoding::tuple::*;
 
 pub use car::{CarError, CarStream, Frame};
-pub use index::{IndexError, Indexed, load_tipset};
+pub use index::{IndexError, Indexed, index_tipset, load_tipset};
+pub use verify::links;
 
 use crate::{
     chain::{Network, TipSetKey, cbor},

@@ -73,23 +73,7 @@ impl Fixture {
 
     /// POSTs a raw body; returns the HTTP status and the body as JSON (or text).
     async fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> anyhow::Result<(u16, Value)> {
-        let url = self.url(path);
-        let body = body.into();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, Value)> {
-            let response = ureq::post(&url)
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .header("content-type", "application/json")
-                .send(&body[..])?;
-            let status = response.status().as_u16();
-            let text = response.into_body().read_to_string()?;
-            Ok((
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            ))
-        })
-        .await?
+        testdata::post(&self.url(path), body).await
     }
 
     async fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {

@@ -1,0 +1,488 @@
+//! `lotus-follower devnet`: a leader that produces its own chain (network
+//! `devnet`) into a store, epoch by epoch on the wall clock, with value
+//! transfers between its accounts, messages pushed over RPC, null rounds,
+//! growing tipsets and reorgs. The serve layer answers the Lotus API from the
+//! same store; `MpoolPush` and friends reach the pool here.
+
+pub mod keys;
+pub mod mpool;
+mod overlay;
+pub mod produce;
+pub mod state;
+
+use std::{sync::Arc, time::Duration};
+
+use fvm_shared::{address::Address, econ::TokenAmount};
+
+use self::{
+    keys::{Account, KeyError},
+    mpool::{Mpool, PushError},
+    overlay::Overlay,
+    produce::{Draft, ProduceError},
+    state::StateWriter,
+};
+use crate::{
+    chain::{Message, Network, SignedMessage, TipSet, cbor::blake2b_256},
+    import::{IndexError, index_tipset, load_tipset},
+    query::{Chain, QueryError},
+    store::{Head, Store, StoreError, WriteBatch},
+};
+
+/// The devnet is the only writer of its store.
+const TERM: u64 = 1;
+/// What each genesis account holds.
+const GENESIS_BALANCE_FIL: u64 = 1_000_000;
+/// What each of the devnet's own transfers moves.
+const TRANSFER_ATTO: u64 = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Derives the accounts' keys (account 0 is left to users and tests).
+    pub seed: u64,
+    pub block_time: Duration,
+    /// Actors whose balance and nonce change each epoch (two per transfer).
+    pub state_churn: usize,
+    /// Every this many tipsets, replace the last `reorg_depth` with a heavier
+    /// branch (0: never).
+    pub reorg_every: u64,
+    pub reorg_depth: u64,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            block_time: Duration::from_secs(30),
+            state_churn: 10,
+            reorg_every: 0,
+            reorg_depth: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("the store holds another network's chain (its genesis state has no devnet init actor)")]
+    NotADevnet,
+}
+
+/// What a step did: for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing: the epoch's tipset exists already.
+    Idle,
+    NullRound(i64),
+    Produced {
+        height: i64,
+        blocks: usize,
+        messages: usize,
+    },
+}
+
+#[derive(Debug)]
+pub struct Devnet {
+    store: Arc<dyn Store>,
+    options: DevnetOptions,
+    accounts: Vec<Account>,
+    mpool: Arc<Mpool>,
+    head: TipSet,
+    head_version: u64,
+    genesis_time: u64,
+    produced: u64,
+    reorgs: u64,
+}
+
+/// A pseudo-random byte for `label`: the devnet's choices (null rounds, block
+/// counts) are reproducible from its seed.
+fn roll(seed: u64, label: &str, height: i64) -> u8 {
+    blake2b_256(format!("{seed}/{label}/{height}").as_bytes())[0]
+}
+
+/// 1–5 blocks, mostly one or two, as on a real network.
+fn block_count(seed: u64, height: i64, salt: u64) -> usize {
+    match roll(seed, &format!("blocks/{salt}"), height) {
+        0..=99 => 1,
+        100..=169 => 2,
+        170..=219 => 3,
+        220..=244 => 4,
+        _ => 5,
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+impl Devnet {
+    /// Opens the devnet on `store`: its chain if it has one, otherwise a new
+    /// genesis stamped `genesis_time` (seconds; `None`: now).
+    pub fn open(
+        store: Arc<dyn Store>,
+        options: DevnetOptions,
+        genesis_time: Option<u64>,
+    ) -> Result<Self, DevnetError> {
+        store.migrate()?;
+        let count = (options.state_churn + 2).max(8) as u64;
+        let accounts = (0..count)
+            .map(|index| Account::derive(options.seed, index))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (head, head_version) = match store.head()? {
+            Some(head) => {
+                let tipset = load_tipset(store.as_ref(), &head.tipset)?
+                    .ok_or_else(|| StoreError::UnknownTipSet(head.tipset.clone()))?;
+                (tipset, head.version)
+            }
+            None => {
+                let overlay = Overlay::new(store.as_ref());
+                let addresses: Vec<Address> = accounts.iter().map(|a| a.address).collect();
+                let genesis = produce::genesis(
+                    &overlay,
+                    &addresses,
+                    &TokenAmount::from_whole(GENESIS_BALANCE_FIL),
+                    genesis_time.unwrap_or_else(now_secs),
+                )?;
+                let version = write(store.as_ref(), overlay, &genesis, None)?;
+                (genesis, version)
+            }
+        };
+        let genesis = Chain::new(store.as_ref(), Network::Devnet).genesis()?;
+        let name = Chain::new(store.as_ref(), Network::Devnet).network_name(&genesis)?;
+        if name != state::NETWORK_NAME {
+            return Err(DevnetError::NotADevnet);
+        }
+        Ok(Self {
+            store,
+            options,
+            accounts,
+            mpool: Arc::default(),
+            head,
+            head_version,
+            genesis_time: genesis.timestamp(),
+            produced: 0,
+            reorgs: 0,
+        })
+    }
+
+    pub fn head(&self) -> &TipSet {
+        &self.head
+    }
+
+    pub fn mpool(&self) -> Arc<Mpool> {
+        self.mpool.clone()
+    }
+
+    pub fn block_secs(&self) -> u64 {
+        self.options.block_time.as_secs().max(1)
+    }
+
+    /// The epoch the wall clock is in.
+    pub fn epoch_at(&self, now: u64) -> i64 {
+        (now.saturating_sub(self.genesis_time) / self.block_secs()) as i64
+    }
+
+    /// When epoch `height` starts, in seconds.
+    pub fn epoch_start(&self, height: i64) -> u64 {
+        self.genesis_time + height.max(0) as u64 * self.block_secs()
+    }
+
+    /// Produces the tipset of the epoch the clock is in, unless it exists, or
+    /// the epoch is a null round. Epochs skipped while the devnet was down are
+    /// null rounds too.
+    pub fn step(&mut self, now: u64) -> Result<Step, DevnetError> {
+        let height = self.epoch_at(now);
+        if height <= self.head.height() {
+            return Ok(Step::Idle);
+        }
+        // About one epoch in twenty is a null round.
+        if roll(self.options.seed, "null", height) < 13 {
+            return Ok(Step::NullRound(height));
+        }
+        let step = self.produce(height)?;
+        self.produced += 1;
+        let every = self.options.reorg_every;
+        if every > 0 && self.produced.is_multiple_of(every) {
+            self.reorg(self.options.reorg_depth)?;
+        }
+        Ok(step)
+    }
+
+    /// Builds and writes the tipset at `height` on the head, with the pool's
+    /// ready messages and the devnet's own transfers, and moves the head to it.
+    pub fn produce(&mut self, height: i64) -> Result<Step, DevnetError> {
+        let overlay = Overlay::new(self.store.as_ref());
+        let (state, _) = produce::execute(&overlay, &self.head)?;
+        let tree = StateWriter::load(&overlay, &state)?;
+        let nonce = |address: &Address| -> u64 {
+            tree.lookup(address)
+                .ok()
+                .flatten()
+                .and_then(|id| tree.actor(id).ok().flatten())
+                .map_or(0, |actor| actor.sequence)
+        };
+        let mut messages = self.mpool.take_ready(nonce);
+        messages.extend(self.churn(height, &nonce)?);
+        self.mpool.included(&messages);
+        let draft = Draft {
+            height,
+            blocks: block_count(self.options.seed, height, self.reorgs),
+            messages,
+            salt: self.reorgs,
+            timestamp: self.epoch_start(height),
+        };
+        let tipset = produce::build(&overlay, &self.head, &draft)?;
+        self.head_version = write(
+            self.store.as_ref(),
+            overlay,
+            &tipset,
+            Some(self.head_version),
+        )?;
+        self.head = tipset;
+        Ok(Step::Produced {
+            height,
+            blocks: self.head.blocks().count(),
+            messages: draft.messages.len(),
+        })
+    }
+
+    /// The devnet's own traffic at `height`: `state_churn / 2` transfers between
+    /// distinct accounts (never account 0), rotating through them.
+    fn churn(
+        &self,
+        height: i64,
+        nonce: &impl Fn(&Address) -> u64,
+    ) -> Result<Vec<SignedMessage>, KeyError> {
+        let pool = &self.accounts[1..];
+        let pairs = (self.options.state_churn / 2).min(pool.len() / 2);
+        let offset = (height.max(0) as usize * 2 * pairs) % pool.len();
+        (0..pairs)
+            .map(|pair| {
+                let from = &pool[(offset + 2 * pair) % pool.len()];
+                let to = &pool[(offset + 2 * pair + 1) % pool.len()];
+                from.transfer(to.address, nonce(&from.address), TRANSFER_ATTO)
+            })
+            .collect()
+    }
+
+    /// The common fork: another block at the head's height, with the same
+    /// parents, grows the head tipset {A} into {A, B} (heavier, so it becomes
+    /// the head: ChainNotify reverts {A} and applies {A, B}).
+    pub fn grow_head(&mut self) -> Result<(), DevnetError> {
+        if self.head.height() == 0 || self.head.blocks().count() >= 5 {
+            return Ok(());
+        }
+        let parent = Chain::new(self.store.as_ref(), Network::Devnet).parent(&self.head)?;
+        let overlay = Overlay::new(self.store.as_ref());
+        let existing = self.head.blocks().count();
+        let draft = Draft {
+            height: self.head.height(),
+            blocks: existing + 1,
+            messages: Vec::new(),
+            salt: self.reorgs,
+            timestamp: self.head.timestamp(),
+        };
+        // Rebuilding with one more block reproduces the existing ones exactly
+        // (same draft, same messages) when they carry no messages; otherwise
+        // add an empty block beside them.
+        let extra = produce::build(&overlay, &parent, &draft)?;
+        let mut headers: Vec<_> = self.head.blocks().cloned().collect();
+        if let Some(block) = extra
+            .blocks()
+            .find(|block| !headers.iter().any(|existing| existing.miner == block.miner))
+        {
+            headers.push(block.clone());
+        }
+        let tipset = TipSet::new(headers).map_err(ProduceError::from)?;
+        self.head_version = write(
+            self.store.as_ref(),
+            overlay,
+            &tipset,
+            Some(self.head_version),
+        )?;
+        self.head = tipset;
+        Ok(())
+    }
+
+    /// Replaces the last `depth` tipsets with a branch from their parent that
+    /// carries the same messages in different, more numerous blocks (heavier),
+    /// and moves the head to its tip.
+    pub fn reorg(&mut self, depth: u64) -> Result<(), DevnetError> {
+        let chain = Chain::new(self.store.as_ref(), Network::Devnet);
+        let mut replaced = Vec::new();
+        let mut base = self.head.clone();
+        for _ in 0..depth {
+            if base.height() == 0 {
+                break;
+            }
+            let parent = chain.parent(&base)?;
+            replaced.push(base);
+            base = parent;
+        }
+        if replaced.is_empty() {
+            return Ok(());
+        }
+        self.reorgs += 1;
+        let overlay = Overlay::new(self.store.as_ref());
+        let mut tip = base;
+        let mut built = Vec::new();
+        for old in replaced.iter().rev() {
+            let messages = crate::chain::selection::tipset_messages(&overlay, old, Network::Devnet)
+                .map_err(ProduceError::from)?
+                .into_iter()
+                .map(|included| match included.signed {
+                    Some(signed) => signed,
+                    None => self.resign_bls(included.message),
+                })
+                .collect();
+            let draft = Draft {
+                height: old.height(),
+                blocks: (old.blocks().count() + 1).min(5),
+                messages,
+                salt: self.reorgs,
+                timestamp: old.timestamp(),
+            };
+            tip = produce::build(&overlay, &tip, &draft)?;
+            built.push(tip.clone());
+        }
+        let mut batch = WriteBatch::default();
+        for tipset in &built {
+            index_tipset(&overlay, tipset, Network::Devnet, &mut batch)?;
+        }
+        batch.blocks = overlay.into_blocks();
+        self.store.write(batch)?;
+        self.head_version = set_head(self.store.as_ref(), &tip, Some(self.head_version))?;
+        self.head = tip;
+        Ok(())
+    }
+
+    /// A BLS message as the pool would hold it: signed by the sender's
+    /// (BLS-shaped) key, which the devnet knows for its own accounts.
+    fn resign_bls(&self, message: Message) -> SignedMessage {
+        self.accounts
+            .iter()
+            .find(|account| account.address == message.from)
+            .and_then(|account| account.sign(message.clone()).ok())
+            .unwrap_or(SignedMessage {
+                message,
+                signature: fvm_shared::crypto::signature::Signature::new_bls(vec![0; 96]),
+            })
+    }
+
+    /// Runs on the wall clock until `stop` turns true: a tipset at each epoch
+    /// start, sometimes grown by a block half an epoch later.
+    pub async fn run(
+        mut self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), DevnetError> {
+        loop {
+            let step = tokio::task::block_in_place(|| self.step(now_secs()))?;
+            match step {
+                Step::Produced {
+                    height,
+                    blocks,
+                    messages,
+                } => {
+                    tracing::info!(height, blocks, messages, "produced");
+                }
+                Step::NullRound(height) => tracing::info!(height, "null round"),
+                Step::Idle => {}
+            }
+            let next = self.epoch_start(self.epoch_at(now_secs()) + 1);
+            let half = self.block_secs() / 2;
+            let head = self.head.height();
+            let grow = matches!(step, Step::Produced { .. })
+                && roll(self.options.seed, "grow", head) < 26
+                && half > 0;
+            let wait = |until: u64| {
+                Duration::from_secs(until.saturating_sub(now_secs())).max(Duration::from_millis(50))
+            };
+            if grow {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait(next - half)) => {}
+                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                }
+                tokio::task::block_in_place(|| self.grow_head())?;
+                tracing::info!(
+                    height = head,
+                    blocks = self.head.blocks().count(),
+                    "head tipset grew"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait(next)) => {}
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+            }
+        }
+    }
+
+    /// The nonce the next message from `address` should carry.
+    pub fn next_nonce(
+        store: &dyn Store,
+        mpool: &Mpool,
+        address: &Address,
+    ) -> Result<u64, DevnetError> {
+        Ok(mpool.next_nonce(address, state_nonce(store, address)?))
+    }
+
+    /// Checks and queues a pushed message.
+    pub fn push(store: &dyn Store, mpool: &Mpool, signed: SignedMessage) -> Result<(), PushError> {
+        let nonce = state_nonce(store, &signed.message.from).unwrap_or(0);
+        mpool.push(signed, nonce)
+    }
+}
+
+/// The sender's nonce in the newest state: the head's, with its messages executed.
+fn state_nonce(store: &dyn Store, address: &Address) -> Result<u64, DevnetError> {
+    let head = Chain::new(store, Network::Devnet).head()?;
+    let overlay = Overlay::new(store);
+    let (state, _) = produce::execute(&overlay, &head)?;
+    let tree = StateWriter::load(&overlay, &state)?;
+    Ok(match tree.lookup(address)? {
+        Some(id) => tree.actor(id)?.map_or(0, |actor| actor.sequence),
+        None => 0,
+    })
+}
+
+/// Writes a tipset's blocks with its indices in one batch, then moves the head.
+fn write(
+    store: &dyn Store,
+    overlay: Overlay<'_>,
+    tipset: &TipSet,
+    expected: Option<u64>,
+) -> Result<u64, DevnetError> {
+    let mut batch = WriteBatch::default();
+    index_tipset(&overlay, tipset, Network::Devnet, &mut batch)?;
+    batch.blocks = overlay.into_blocks();
+    store.write(batch)?;
+    set_head(store, tipset, expected)
+}
+
+fn set_head(store: &dyn Store, tipset: &TipSet, expected: Option<u64>) -> Result<u64, DevnetError> {
+    let version = expected.map_or(1, |version| version + 1);
+    store.set_head(
+        expected,
+        Head {
+            tipset: tipset.key().clone(),
+            height: tipset.height(),
+            version,
+            term: TERM,
+        },
+    )?;
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests;
