@@ -9,9 +9,13 @@ use lotus_follower::{
         Network,
         upgrades::{Schedule, UpgradeHeight},
     },
+    devnet::{Devnet, DevnetOptions},
     import::{self, Progress},
-    rpc::Limits,
-    serve::{ServeOptions, parse_size},
+    rpc::{
+        Limits,
+        auth::{Auth, Perm},
+    },
+    serve::{ServeOptions, parse_seconds, parse_size},
     store::{Store, StoreUrl},
 };
 use tracing::{error, info};
@@ -25,10 +29,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Quick start: devnet, ingester and follower in one process on an embedded store.
-    Dev,
-    /// A leader producing a chain (or replaying a CAR), serving Lotus JSON-RPC.
-    Devnet,
+    /// Quick start: a devnet and the RPC on 127.0.0.1:1234, on an embedded store
+    /// in a temporary directory (removed on exit).
+    Dev(DevArgs),
+    /// A leader producing a chain, serving Lotus JSON-RPC.
+    Devnet(DevnetArgs),
     /// Load chain data from CARv1 files or FRC-0108 snapshots (plain or zstd, file or URL).
     Import(ImportArgs),
     /// Follow the leader and write the store (the single writer).
@@ -86,6 +91,71 @@ struct ServeArgs {
     upgrade_heights: Vec<UpgradeHeight>,
 }
 
+/// How the devnet's chain grows.
+#[derive(Debug, Args)]
+struct ChainArgs {
+    /// Time between epochs (`30s`, `2m`).
+    #[arg(long, env = "LOTUS_FOLLOWER_BLOCK_TIME", value_parser = parse_seconds)]
+    block_time: Option<std::time::Duration>,
+    /// Actors whose balance and nonce change each epoch.
+    #[arg(long, env = "LOTUS_FOLLOWER_STATE_CHURN", default_value_t = 10)]
+    state_churn: usize,
+    /// Every this many tipsets, replace the last `--reorg-depth` with a heavier branch (0: never).
+    #[arg(long, env = "LOTUS_FOLLOWER_REORG_EVERY", default_value_t = 0)]
+    reorg_every: u64,
+    #[arg(long, env = "LOTUS_FOLLOWER_REORG_DEPTH", default_value_t = 1)]
+    reorg_depth: u64,
+    /// Derives the accounts' keys; account 0 is left for you to sign with.
+    #[arg(long, env = "LOTUS_FOLLOWER_SEED", default_value_t = 0)]
+    seed: u64,
+    /// Write the admin API token here at start (default: print it).
+    #[arg(long, env = "LOTUS_FOLLOWER_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+}
+
+impl ChainArgs {
+    fn options(&self, default_block_time: std::time::Duration) -> DevnetOptions {
+        DevnetOptions {
+            seed: self.seed,
+            block_time: self.block_time.unwrap_or(default_block_time),
+            state_churn: self.state_churn,
+            reorg_every: self.reorg_every,
+            reorg_depth: self.reorg_depth,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct DevnetArgs {
+    /// `embedded:<dir>`: the devnet's own chain, continued after a restart.
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    store: StoreUrl,
+    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    listen: SocketAddr,
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    chain: ChainArgs,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    listen: SocketAddr,
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    chain: ChainArgs,
+}
+
 #[derive(Debug, Args)]
 struct ImportArgs {
     /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
@@ -112,8 +182,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Import(args) => run_import(args),
         Command::Serve(args) => run_serve(args),
-        other => Err(anyhow::anyhow!(
-            "`{other:?}` is not implemented yet: it lands with its own issue"
+        Command::Devnet(args) => run_devnet(
+            args.store.open().map(Arc::from),
+            args.listen,
+            args.metrics_listen,
+            args.chain.options(std::time::Duration::from_secs(30)),
+            args.chain.token_file.as_deref(),
+        ),
+        Command::Dev(args) => run_dev(args),
+        Command::Ingest => Err(anyhow::anyhow!(
+            "`ingest` is not implemented yet: it lands with its own issue"
         )),
     };
     match result {
@@ -145,6 +223,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         max_lookback_epochs: args.max_lookback_epochs,
         max_wait: std::time::Duration::from_secs(args.max_wait_seconds),
+        pool: None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -155,6 +234,73 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         server.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// The devnet producing into `store` and serving it, with its pool behind an
+/// admin token, until Ctrl-C.
+fn run_devnet(
+    store: Result<Arc<dyn Store>, lotus_follower::store::StoreError>,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    options: DevnetOptions,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let store = store?;
+    let devnet = Devnet::open(store.clone(), options, None)?;
+    let auth = Auth::random()?;
+    let token = auth.token(Perm::Admin)?;
+    match token_file {
+        Some(path) => {
+            std::fs::write(path, &token)?;
+            info!(path = %path.display(), "admin token written");
+        }
+        None => println!("admin token: {token}"),
+    }
+    let serve = ServeOptions {
+        network: Network::Devnet,
+        schedule: Schedule::of(Network::Devnet),
+        listen,
+        metrics_listen: Some(metrics_listen),
+        cache_bytes: 64 << 20,
+        limits: Limits::default(),
+        // A leader answers for any height: the ingester walks back from the head.
+        max_lookback_epochs: i64::MAX,
+        max_wait: std::time::Duration::from_secs(300),
+        pool: Some((Arc::new(devnet.pool()), auth)),
+    };
+    info!(head = devnet.head().height(), "devnet chain opened");
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let server = lotus_follower::serve::start(store, serve).await?;
+        info!(rpc = %server.rpc_address, metrics = ?server.metrics_address, "serving the devnet");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut producer = tokio::spawn(devnet.run(stopped));
+        let result = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            finished = &mut producer => finished.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+        };
+        let _ = stop.send(true);
+        info!("shutting down: closing channels");
+        server.stop().await;
+        result
+    })
+}
+
+/// `dev`: the devnet on a throwaway embedded store with a short block time.
+fn run_dev(args: DevArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("lotus-follower-dev-{}", std::process::id()));
+    let url: StoreUrl = format!("embedded:{}", dir.display())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    info!(store = %dir.display(), "dev: a devnet and its RPC on an embedded store");
+    let result = run_devnet(
+        url.open().map(Arc::from),
+        args.listen,
+        args.metrics_listen,
+        args.chain.options(std::time::Duration::from_secs(4)),
+        args.chain.token_file.as_deref(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn run_import(args: ImportArgs) -> anyhow::Result<()> {

@@ -8,7 +8,11 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use crate::{
     chain::{Network, upgrades::Schedule},
     metrics::Metrics,
-    rpc::{self, Limits, Server, methods::Context},
+    rpc::{
+        self, Limits, Server,
+        auth::Auth,
+        methods::{Context, mpool::MessagePool},
+    },
     store::{Store, StoreError, cached::CachedStore},
 };
 
@@ -26,6 +30,9 @@ pub struct ServeOptions {
     pub max_lookback_epochs: i64,
     /// How long `StateWaitMsg` may wait.
     pub max_wait: Duration,
+    /// A leader's message pool (the devnet's), with the API-token secret
+    /// guarding its write methods.
+    pub pool: Option<(Arc<dyn MessagePool>, Auth)>,
 }
 
 #[derive(Debug)]
@@ -55,6 +62,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
         schedule: Arc::new(options.schedule),
         max_lookback_epochs: options.max_lookback_epochs,
         max_wait: options.max_wait,
+        pool: options.pool.as_ref().map(|(pool, _)| pool.clone()),
     };
     let (head_sender, head) = watch::channel(None);
     let (shutdown, shutdown_receiver) = watch::channel(false);
@@ -65,6 +73,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
         head,
         shutdown: shutdown_receiver.clone(),
         responses: rpc::response_cache(options.cache_bytes / 8),
+        auth: options.pool.map(|(_, auth)| auth),
     });
 
     let mut tasks = vec![tokio::spawn(rpc::watch_head(
@@ -153,9 +162,37 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
+/// `30s`, `4s`, `2m` or a number of seconds.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (text.strip_suffix('s').unwrap_or(text), 1),
+    };
+    let number: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30s or 2m)"))?;
+    if number == 0 {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(Duration::from_secs(number * scale))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use std::time::Duration;
+
+    use super::{parse_seconds, parse_size};
+
+    #[test]
+    fn durations_parse_in_seconds_or_minutes() {
+        assert_eq!(parse_seconds("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("4"), Ok(Duration::from_secs(4)));
+        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_seconds("0s").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

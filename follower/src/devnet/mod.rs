@@ -25,6 +25,7 @@ use crate::{
     chain::{Message, Network, SignedMessage, TipSet, cbor::blake2b_256},
     import::{IndexError, index_tipset, load_tipset},
     query::{Chain, QueryError},
+    rpc::methods::mpool::MessagePool,
     store::{Head, Store, StoreError, WriteBatch},
 };
 
@@ -181,8 +182,12 @@ impl Devnet {
         &self.head
     }
 
-    pub fn mpool(&self) -> Arc<Mpool> {
-        self.mpool.clone()
+    /// The pool for the RPC server's `MpoolPush` and `MpoolGetNonce`.
+    pub fn pool(&self) -> DevnetPool {
+        DevnetPool {
+            store: self.store.clone(),
+            mpool: self.mpool.clone(),
+        }
     }
 
     pub fn block_secs(&self) -> u64 {
@@ -441,6 +446,24 @@ impl Devnet {
     pub fn push(store: &dyn Store, mpool: &Mpool, signed: SignedMessage) -> Result<(), PushError> {
         let nonce = state_nonce(store, &signed.message.from).unwrap_or(0);
         mpool.push(signed, nonce)
+    }
+}
+
+/// The devnet's pool as the RPC server sees it.
+#[derive(Debug, Clone)]
+pub struct DevnetPool {
+    pub store: Arc<dyn Store>,
+    pub mpool: Arc<Mpool>,
+}
+
+impl MessagePool for DevnetPool {
+    fn push(&self, message: SignedMessage) -> Result<(), String> {
+        Devnet::push(self.store.as_ref(), &self.mpool, message).map_err(|error| error.to_string())
+    }
+
+    fn next_nonce(&self, address: &Address) -> Result<u64, String> {
+        Devnet::next_nonce(self.store.as_ref(), &self.mpool, address)
+            .map_err(|error| error.to_string())
     }
 }
 

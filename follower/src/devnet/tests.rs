@@ -205,6 +205,7 @@ async fn reorgs_and_growing_tipsets_reach_chain_notify_reverts_first() -> anyhow
             limits: Limits::default(),
             max_lookback_epochs: i64::MAX,
             max_wait: Duration::from_secs(1),
+            pool: None,
         },
     )
     .await?;

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{
-    Limits, Server, handle_body,
+    Limits, Server,
+    auth::Perm,
+    handle_body,
     methods::{ApiVersion, Context, all},
 };
 use crate::{
@@ -30,12 +32,14 @@ fn server(dir: &tempfile::TempDir) -> anyhow::Result<Server> {
             schedule: Arc::new(Schedule::of(Network::Mainnet)),
             max_lookback_epochs: 2880,
             max_wait: Duration::from_millis(10),
+            pool: None,
         },
         limits: Limits::default(),
         metrics: Metrics::new()?,
         head,
         shutdown,
         responses: super::response_cache(1 << 20),
+        auth: None,
     })
 }
 
@@ -73,7 +77,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn method_name() -> impl Strategy<Value = String> {
-    let known: Vec<String> = all(ApiVersion::V1)
+    let known: Vec<String> = all(ApiVersion::V1, false)
         .map(|method| method.name.to_owned())
         .collect();
     prop_oneof![
@@ -104,7 +108,7 @@ proptest! {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let runtime = tokio::runtime::Runtime::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Bytes::from(bytes), false));
+        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, Perm::Read, &Bytes::from(bytes), false));
         // Random bytes are never a notification-only body.
         let response = response.ok_or_else(|| TestCaseError::fail("no answer"))?;
         let response: Value = serde_json::from_str(&response).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -117,7 +121,7 @@ proptest! {
         let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let runtime = tokio::runtime::Runtime::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let body = if as_batch { Value::Array(batch.clone()) } else { batch[0].clone() };
-        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Bytes::from(body.to_string()), false));
+        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, Perm::Read, &Bytes::from(body.to_string()), false));
         let calls = if as_batch { batch.len() } else { 1 };
         let notifications = batch.iter().take(calls).filter(|request| request.get("id").is_none()).count();
         match response {

@@ -3,6 +3,7 @@
 //! the limits before parsing; methods run on blocking threads (the store is
 //! synchronous); every answer is a JSON-RPC response, never a hang.
 
+pub mod auth;
 pub mod methods;
 pub mod params;
 pub mod protocol;
@@ -17,7 +18,7 @@ use axum::{
     Router,
     body::{Body, Bytes},
     extract::{State, WebSocketUpgrade},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -26,6 +27,7 @@ use serde_json::{Value, value::RawValue};
 use tokio::sync::watch;
 
 use self::{
+    auth::{Auth, Perm},
     methods::{ApiVersion, Context},
     protocol::{RpcError, failure, normalize_method, parse_request, success},
 };
@@ -89,7 +91,12 @@ pub fn response_cache(capacity_bytes: u64) -> ResponseCache {
 }
 
 /// Methods whose answer may change without the head changing.
-const UNCACHEABLE: &[&str] = &["Filecoin.StateWaitMsg"];
+const UNCACHEABLE: &[&str] = &[
+    "Filecoin.StateWaitMsg",
+    "Filecoin.MpoolPush",
+    "Filecoin.MpoolGetNonce",
+    "Filecoin.GasEstimateMessageGas",
+];
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -102,6 +109,9 @@ pub struct Server {
     /// Becomes true when the server shuts down: channels close first.
     pub shutdown: watch::Receiver<bool>,
     pub responses: ResponseCache,
+    /// Checks API tokens where write methods exist (the devnet); without it
+    /// every caller may call every method served.
+    pub auth: Option<Auth>,
 }
 
 pub fn router(server: Arc<Server>) -> Router {
@@ -113,27 +123,65 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-async fn http_v0(State(server): State<Arc<Server>>, body: Body) -> Response {
-    http(server, ApiVersion::V0, body).await
+async fn http_v0(State(server): State<Arc<Server>>, headers: HeaderMap, body: Body) -> Response {
+    http(server, ApiVersion::V0, &headers, body).await
 }
 
-async fn http_v1(State(server): State<Arc<Server>>, body: Body) -> Response {
-    http(server, ApiVersion::V1, body).await
+async fn http_v1(State(server): State<Arc<Server>>, headers: HeaderMap, body: Body) -> Response {
+    http(server, ApiVersion::V1, &headers, body).await
 }
 
-async fn websocket_v0(State(server): State<Arc<Server>>, upgrade: WebSocketUpgrade) -> Response {
-    ws::upgrade(server, ApiVersion::V0, upgrade)
+async fn websocket_v0(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    match permission(&server, &headers) {
+        Ok(perm) => ws::upgrade(server, ApiVersion::V0, perm, upgrade),
+        Err(response) => response,
+    }
 }
 
-async fn websocket_v1(State(server): State<Arc<Server>>, upgrade: WebSocketUpgrade) -> Response {
-    ws::upgrade(server, ApiVersion::V1, upgrade)
+async fn websocket_v1(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    match permission(&server, &headers) {
+        Ok(perm) => ws::upgrade(server, ApiVersion::V1, perm, upgrade),
+        Err(response) => response,
+    }
+}
+
+/// What the request's token allows; an invalid token is refused outright
+/// (401), as Lotus does.
+fn permission(server: &Server, headers: &HeaderMap) -> Result<Perm, Response> {
+    let Some(auth) = &server.auth else {
+        return Ok(Perm::Admin);
+    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|value| value.to_str().unwrap_or_default());
+    auth.check(header).map_err(|error| {
+        let error = RpcError::new(protocol::INVALID_REQUEST, error.to_string());
+        json_response(StatusCode::UNAUTHORIZED, failure(&Value::Null, &error))
+    })
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn http(server: Arc<Server>, version: ApiVersion, body: Body) -> Response {
+async fn http(
+    server: Arc<Server>,
+    version: ApiVersion,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let perm = match permission(&server, headers) {
+        Ok(perm) => perm,
+        Err(response) => return response,
+    };
     let bytes = match axum::body::to_bytes(body, server.limits.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -144,7 +192,7 @@ async fn http(server: Arc<Server>, version: ApiVersion, body: Body) -> Response 
             return json_response(StatusCode::PAYLOAD_TOO_LARGE, failure(&Value::Null, &error));
         }
     };
-    match handle_body(&server, version, &bytes, false).await {
+    match handle_body(&server, version, perm, &bytes, false).await {
         Some(response) => json_response(StatusCode::OK, response),
         // Only notifications: nothing to answer.
         None => StatusCode::NO_CONTENT.into_response(),
@@ -155,6 +203,7 @@ async fn http(server: Arc<Server>, version: ApiVersion, body: Body) -> Response 
 pub async fn handle_body(
     server: &Server,
     version: ApiVersion,
+    perm: Perm,
     bytes: &Bytes,
     websocket: bool,
 ) -> Option<String> {
@@ -192,19 +241,22 @@ pub async fn handle_body(
             }
             let mut responses = Vec::with_capacity(batch.len());
             for request in batch {
-                if let Some(response) = handle_value(server, version, request, websocket).await {
+                if let Some(response) =
+                    handle_value(server, version, perm, request, websocket).await
+                {
                     responses.push(response);
                 }
             }
             (!responses.is_empty()).then(|| format!("[{}]", responses.join(",")))
         }
-        single => handle_value(server, version, single, websocket).await,
+        single => handle_value(server, version, perm, single, websocket).await,
     }
 }
 
 async fn handle_value(
     server: &Server,
     version: ApiVersion,
+    perm: Perm,
     value: Value,
     websocket: bool,
 ) -> Option<String> {
@@ -212,7 +264,15 @@ async fn handle_value(
         Ok(request) => request,
         Err((id, error)) => return Some(failure(&id, &error)),
     };
-    let result = call(server, version, &request.method, request.params, websocket).await;
+    let result = call(
+        server,
+        version,
+        perm,
+        &request.method,
+        request.params,
+        websocket,
+    )
+    .await;
     let id = request.id?;
     Some(match result {
         Ok(result) => success(&id, &result),
@@ -225,12 +285,13 @@ async fn handle_value(
 pub async fn call(
     server: &Server,
     version: ApiVersion,
+    perm: Perm,
     method: &str,
     params: Vec<Value>,
     websocket: bool,
 ) -> Result<Arc<RawValue>, RpcError> {
     let name = normalize_method(method);
-    let Some(entry) = methods::lookup(version, &name) else {
+    let Some(entry) = methods::lookup(&server.ctx, version, &name) else {
         if name == "Filecoin.ChainNotify" && !websocket {
             return Err(RpcError::method(
                 "ChainNotify is a channel method: call it over a websocket",
@@ -246,6 +307,16 @@ pub async fn call(
             format!("method '{method}' not found"),
         ));
     };
+    if entry.perm > perm {
+        return Err(RpcError::new(
+            protocol::METHOD_ERROR,
+            format!(
+                "missing permission to invoke '{}' (need '{}')",
+                entry.name.trim_start_matches("Filecoin."),
+                entry.perm.name()
+            ),
+        ));
+    }
     let started = Instant::now();
     let head = server.head.borrow().as_ref().map(|head| head.version);
     let key = match head {

@@ -48,6 +48,7 @@ impl Fixture {
             limits,
             max_lookback_epochs: 2880,
             max_wait: Duration::from_secs(1),
+            pool: None,
         };
         let server = start(store.clone(), options).await?;
         Ok(Some(Self {
@@ -688,7 +689,7 @@ async fn lotus_documented_params_parse_and_results_have_lotus_shapes() -> anyhow
             return Ok(());
         };
         let mut checked = 0;
-        for method in super::methods::all(version) {
+        for method in super::methods::all(version, false) {
             let Some((_, params)) = documented.iter().find(|(name, _)| name == method.name) else {
                 continue;
             };

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
-    Server, handle_body,
+    Server,
+    auth::Perm,
+    handle_body,
     methods::{ApiVersion, chain::head_changes},
     protocol::{RpcError, failure, normalize_method, parse_request, success},
 };
@@ -26,12 +28,17 @@ use crate::chain::TipSetKey;
 /// Messages queued for a client before it counts as not reading.
 const OUTBOX: usize = 256;
 
-pub fn upgrade(server: Arc<Server>, version: ApiVersion, upgrade: WebSocketUpgrade) -> Response {
+pub fn upgrade(
+    server: Arc<Server>,
+    version: ApiVersion,
+    perm: Perm,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let max = server.limits.max_body_bytes;
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection(server, version, socket))
+        .on_upgrade(move |socket| connection(server, version, perm, socket))
 }
 
 struct Channel {
@@ -39,7 +46,7 @@ struct Channel {
     task: JoinHandle<()>,
 }
 
-async fn connection(server: Arc<Server>, version: ApiVersion, socket: WebSocket) {
+async fn connection(server: Arc<Server>, version: ApiVersion, perm: Perm, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::channel::<Message>(OUTBOX);
     let writer = tokio::spawn(async move {
@@ -99,7 +106,7 @@ async fn connection(server: Arc<Server>, version: ApiVersion, socket: WebSocket)
                 });
                 None
             }
-            None => handle_body(&server, version, &text, true).await,
+            None => handle_body(&server, version, perm, &text, true).await,
         };
         if let Some(reply) = reply
             && outbox

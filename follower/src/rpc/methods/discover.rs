@@ -6,13 +6,13 @@ use serde_json::{Value, json};
 use super::{ApiVersion, Context, all};
 use crate::rpc::{params::Params, protocol::RpcError};
 
-pub fn discover(_ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
+pub fn discover(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     Params::new(params, 0, 0)?;
-    Ok(document(ApiVersion::V1))
+    Ok(document(ApiVersion::V1, ctx.pool.is_some()))
 }
 
-pub fn document(version: ApiVersion) -> Value {
-    let methods: Vec<Value> = all(version)
+pub fn document(version: ApiVersion, pool: bool) -> Value {
+    let methods: Vec<Value> = all(version, pool)
         .map(|method| {
             json!({
                 "name": method.name,

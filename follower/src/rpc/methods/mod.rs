@@ -5,6 +5,7 @@
 pub mod chain;
 mod discover;
 mod info;
+pub mod mpool;
 mod search;
 mod state;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::protocol::RpcError;
+use super::{auth::Perm, protocol::RpcError};
 use crate::{
     chain::{Network, TipSet, TipSetKey, upgrades::Schedule},
     query::{Chain, QueryError},
@@ -37,6 +38,8 @@ pub struct Context {
     pub max_lookback_epochs: i64,
     /// How long `StateWaitMsg` waits on the head before answering with an error.
     pub max_wait: std::time::Duration,
+    /// A leader's message pool (the devnet's); followers have none.
+    pub pool: Option<Arc<dyn mpool::MessagePool>>,
 }
 
 impl Context {
@@ -80,11 +83,13 @@ pub fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
 
 pub type Handler = fn(&Context, &[Value]) -> Result<Value, RpcError>;
 
-/// A method: its name, its params' names (for `Discover`), and its handler.
+/// A method: its name, its params' names (for `Discover`), the permission a
+/// caller needs, and its handler.
 #[derive(Debug, Clone, Copy)]
 pub struct Method {
     pub name: &'static str,
     pub params: &'static [&'static str],
+    pub perm: Perm,
     pub handler: Handler,
 }
 
@@ -92,6 +97,7 @@ const fn method(name: &'static str, params: &'static [&'static str], handler: Ha
     Method {
         name,
         params,
+        perm: Perm::Read,
         handler,
     }
 }
@@ -209,22 +215,38 @@ static V0_ONLY: &[Method] = &[
     ),
 ];
 
-fn tables(version: ApiVersion) -> [&'static [Method]; 2] {
+/// A leader's message pool, on both versions where a pool is attached.
+static POOL: &[Method] = &[
+    Method {
+        perm: Perm::Write,
+        ..method("Filecoin.MpoolPush", &["signedMessage"], mpool::push)
+    },
+    method("Filecoin.MpoolGetNonce", &["address"], mpool::get_nonce),
+    method(
+        "Filecoin.GasEstimateMessageGas",
+        &["message", "spec", "tipsetKey"],
+        mpool::estimate_message_gas,
+    ),
+];
+
+/// The tables of `version`, with the pool's methods when a pool is attached.
+fn tables(version: ApiVersion, pool: bool) -> [&'static [Method]; 3] {
+    let pool = if pool { POOL } else { &[] };
     match version {
-        ApiVersion::V0 => [V0_ONLY, COMMON],
-        ApiVersion::V1 => [V1_ONLY, COMMON],
+        ApiVersion::V0 => [V0_ONLY, COMMON, pool],
+        ApiVersion::V1 => [V1_ONLY, COMMON, pool],
     }
 }
 
 /// The handler for `name` on `version`, after alias normalisation.
-pub fn lookup(version: ApiVersion, name: &str) -> Option<&'static Method> {
-    tables(version)
+pub fn lookup(ctx: &Context, version: ApiVersion, name: &str) -> Option<&'static Method> {
+    tables(version, ctx.pool.is_some())
         .into_iter()
         .flatten()
         .find(|method| method.name == name)
 }
 
 /// Every method served on `version` (`Discover`), ChainNotify aside.
-pub fn all(version: ApiVersion) -> impl Iterator<Item = &'static Method> {
-    tables(version).into_iter().flatten()
+pub fn all(version: ApiVersion, pool: bool) -> impl Iterator<Item = &'static Method> {
+    tables(version, pool).into_iter().flatten()
 }
