@@ -99,18 +99,26 @@ pub fn assert_shape(
     }
 }
 
-/// POSTs a body to a JSON-RPC URL; the HTTP status and the JSON answer (or the
-/// text, when it is not JSON).
-pub async fn post(url: &str, body: impl Into<Vec<u8>>) -> anyhow::Result<(u16, serde_json::Value)> {
+/// POSTs a body to a JSON-RPC URL, with an API token if given; the HTTP status
+/// and the JSON answer (or the text, when it is not JSON).
+pub async fn post(
+    url: &str,
+    body: impl Into<Vec<u8>>,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let url = url.to_owned();
     let body = body.into();
+    let authorization = token.map(|token| format!("Bearer {token}"));
     tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, serde_json::Value)> {
-        let response = ureq::post(&url)
+        let mut request = ureq::post(&url)
             .config()
             .http_status_as_error(false)
             .build()
-            .header("content-type", "application/json")
-            .send(&body[..])?;
+            .header("content-type", "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send(&body[..])?;
         let status = response.status().as_u16();
         let text = response.into_body().read_to_string()?;
         Ok((

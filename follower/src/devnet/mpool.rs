@@ -33,6 +33,8 @@ pub enum PushError {
     BadSignature(String),
     #[error("nonce {nonce} is already used (the next is {next})")]
     NonceUsed { nonce: u64, next: u64 },
+    #[error("another message with nonce {0} is already pending")]
+    NoncePending(u64),
     #[error(transparent)]
     Key(#[from] KeyError),
 }
@@ -56,12 +58,16 @@ impl Mpool {
                 next: floor,
             });
         }
-        inner
-            .pending
-            .entry(from)
-            .or_default()
-            .insert(signed.message.sequence, signed);
-        Ok(())
+        let queue = inner.pending.entry(from).or_default();
+        match queue.get(&signed.message.sequence) {
+            // Pushing the same message twice is harmless.
+            Some(pending) if pending == &signed => Ok(()),
+            Some(_) => Err(PushError::NoncePending(signed.message.sequence)),
+            None => {
+                queue.insert(signed.message.sequence, signed);
+                Ok(())
+            }
+        }
     }
 
     /// The nonce a new message from `address` should use.

@@ -15,6 +15,7 @@ use crate::{
     chain::{cbor, upgrades::Schedule},
     import::links,
     rpc::Limits,
+    rpc::auth::Perm,
     serve::{ServeOptions, start},
     store::{StoreBlockstore, embedded::EmbeddedStore},
     testdata,
@@ -260,11 +261,12 @@ async fn reorgs_and_growing_tipsets_reach_chain_notify_reverts_first() -> anyhow
                 .collect::<Vec<_>>()
         )
     };
-    let request = json!({"jsonrpc": "2.0", "id": 2, "method": "Filecoin.ChainGetPath",
-                         "params": [key(&old_head), key(devnet.head())]});
-    let (_, answer) = testdata::post(
-        &format!("http://{}/rpc/v1", server.rpc_address),
-        request.to_string(),
+    let (_, answer) = call(
+        server.rpc_address,
+        "/rpc/v1",
+        None,
+        "Filecoin.ChainGetPath",
+        json!([key(&old_head), key(devnet.head())]),
     )
     .await?;
     let path: Vec<(String, i64)> = answer["result"]
@@ -304,6 +306,188 @@ async fn reorgs_and_growing_tipsets_reach_chain_notify_reverts_first() -> anyhow
             ("apply".to_owned(), height, before + 1)
         ]
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// Calls `method` on the devnet's server with an optional token: the whole answer.
+async fn call(
+    address: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    method: &str,
+    params: Value,
+) -> anyhow::Result<(u16, Value)> {
+    let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    testdata::post(
+        &format!("http://{address}{path}"),
+        request.to_string(),
+        token,
+    )
+    .await
+}
+
+fn check_shape(document: &str, method: &str, answer: &Value) -> anyhow::Result<()> {
+    let Some(example) = testdata::openrpc_example(document, method)? else {
+        return Ok(());
+    };
+    testdata::assert_shape(&answer["result"], &example, method)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_message_is_included_and_its_receipt_found() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (store, mut devnet) = open(&dir, DevnetOptions::default())?;
+    for height in 1..=3 {
+        devnet.produce(height)?;
+    }
+    let auth = crate::rpc::auth::Auth::random()?;
+    let write = auth.token(Perm::Write)?;
+    let read = auth.token(Perm::Read)?;
+    let server = start(
+        store.clone(),
+        ServeOptions {
+            network: Network::Devnet,
+            schedule: Schedule::of(Network::Devnet),
+            listen: "127.0.0.1:0".parse()?,
+            metrics_listen: None,
+            cache_bytes: 16 << 20,
+            limits: Limits::default(),
+            max_lookback_epochs: i64::MAX,
+            max_wait: Duration::from_secs(1),
+            pool: Some((Arc::new(devnet.pool()), auth)),
+        },
+    )
+    .await?;
+    let at = server.rpc_address;
+    let user = Account::derive(0, 0)?;
+    let fresh = Account::derive(99, 1)?.address;
+
+    let (_, nonce) = call(
+        at,
+        "/rpc/v1",
+        None,
+        "Filecoin.MpoolGetNonce",
+        json!([user.address.to_string()]),
+    )
+    .await?;
+    assert_eq!(nonce["result"], 0);
+    check_shape("gateway.json", "Filecoin.MpoolGetNonce", &nonce)?;
+    let signed = user.transfer(fresh, 0, 12_345)?;
+    let unsigned = signed.message.clone();
+    let message = crate::chain::message::message_to_json(
+        &Message {
+            gas_limit: 0,
+            ..unsigned
+        },
+        Network::Devnet,
+    )?;
+    let (_, estimated) = call(
+        at,
+        "/rpc/v1",
+        None,
+        "Filecoin.GasEstimateMessageGas",
+        json!([message, null, null]),
+    )
+    .await?;
+    assert!(
+        estimated["result"]["GasLimit"]
+            .as_u64()
+            .is_some_and(|gas| gas > 0),
+        "{estimated}"
+    );
+    check_shape("gateway.json", "Filecoin.GasEstimateMessageGas", &estimated)?;
+
+    // Pushing needs the write permission; a bad token is refused outright.
+    let body = json!([signed.to_json(Network::Devnet)?]);
+    for token in [None, Some(read.as_str())] {
+        let (_, refused) = call(at, "/rpc/v1", token, "Filecoin.MpoolPush", body.clone()).await?;
+        let error = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("missing permission") && error.contains("write"),
+            "{refused}"
+        );
+    }
+    let (status, _) = call(
+        at,
+        "/rpc/v1",
+        Some("not-a-token"),
+        "Filecoin.MpoolPush",
+        body.clone(),
+    )
+    .await?;
+    assert_eq!(status, 401);
+    let (_, pushed) = call(
+        at,
+        "/rpc/v1",
+        Some(&write),
+        "Filecoin.MpoolPush",
+        body.clone(),
+    )
+    .await?;
+    assert_eq!(pushed["result"]["/"], signed.cid()?.to_string());
+    check_shape("gateway.json", "Filecoin.MpoolPush", &pushed)?;
+    // The same message again is harmless; another one with its nonce is refused.
+    let (_, again) = call(at, "/rpc/v1", Some(&write), "Filecoin.MpoolPush", body).await?;
+    assert_eq!(again["result"], pushed["result"]);
+    let other = json!([user.transfer(fresh, 0, 1)?.to_json(Network::Devnet)?]);
+    let (_, clash) = call(at, "/rpc/v1", Some(&write), "Filecoin.MpoolPush", other).await?;
+    let error = clash["error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("nonce 0"), "{clash}");
+    let (_, nonce) = call(
+        at,
+        "/rpc/v1",
+        None,
+        "Filecoin.MpoolGetNonce",
+        json!([user.address.to_string()]),
+    )
+    .await?;
+    assert_eq!(nonce["result"], 1);
+
+    // The next tipset includes it; the one after executes it.
+    devnet.produce(4)?;
+    devnet.produce(5)?;
+    tokio::time::sleep(crate::serve::HEAD_POLL * 3).await;
+    let cid = json!({"/": signed.cid()?.to_string()});
+    let (_, found) = call(
+        at,
+        "/rpc/v1",
+        None,
+        "Filecoin.StateSearchMsg",
+        json!([null, cid, -1, true]),
+    )
+    .await?;
+    println!("StateSearchMsg: {found}");
+    // As in Lotus, the lookup names the tipset that executed it (whose
+    // receipts hold it), the child of the one that included it.
+    assert_eq!(found["result"]["Height"], 5);
+    assert_eq!(found["result"]["Receipt"]["ExitCode"], 0);
+    assert_eq!(found["result"]["Receipt"]["GasUsed"], state::TRANSFER_GAS);
+    check_shape("gateway.json", "Filecoin.StateSearchMsg", &found)?;
+    // Confidence 1: answered once a tipset is built on the executing one.
+    devnet.produce(6)?;
+    tokio::time::sleep(crate::serve::HEAD_POLL * 3).await;
+    let (_, waited) = call(
+        at,
+        "/rpc/v1",
+        None,
+        "Filecoin.StateWaitMsg",
+        json!([cid, 1, -1, true]),
+    )
+    .await?;
+    assert_eq!(waited["result"], found["result"]);
+    check_shape("gateway.json", "Filecoin.StateWaitMsg", &waited)?;
+    let (_, found_v0) = call(at, "/rpc/v0", None, "Filecoin.StateSearchMsg", json!([cid])).await?;
+    check_shape("v0-gateway.json", "Filecoin.StateSearchMsg", &found_v0)?;
+    let (_, balance) = call(
+        at,
+        "/rpc/v1",
+        None,
+        "Filecoin.WalletBalance",
+        json!([fresh.to_string()]),
+    )
+    .await?;
+    assert_eq!(balance["result"], "12345");
     server.stop().await;
     Ok(())
 }

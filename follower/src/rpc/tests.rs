@@ -74,7 +74,7 @@ impl Fixture {
 
     /// POSTs a raw body; returns the HTTP status and the body as JSON (or text).
     async fn post(&self, path: &str, body: impl Into<Vec<u8>>) -> anyhow::Result<(u16, Value)> {
-        testdata::post(&self.url(path), body).await
+        testdata::post(&self.url(path), body, None).await
     }
 
     async fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
