@@ -9,7 +9,7 @@ use lotus_follower::{
         Network,
         upgrades::{Schedule, UpgradeHeight},
     },
-    devnet::{Devnet, DevnetOptions},
+    devnet::{Devnet, DevnetOptions, replay::Replay},
     import::{self, Progress},
     rpc::{
         Limits,
@@ -138,6 +138,13 @@ struct DevnetArgs {
         default_value = "127.0.0.1:9091"
     )]
     metrics_listen: SocketAddr,
+    /// Reveal a real chain from this CAR (file or URL) one epoch per block
+    /// time instead of producing one; `--network` names its network.
+    #[arg(long, env = "LOTUS_FOLLOWER_REPLAY")]
+    replay: Option<String>,
+    /// The replayed chain's network (address prefixes, chain ID).
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "devnet")]
+    network: Network,
     #[command(flatten)]
     chain: ChainArgs,
 }
@@ -182,13 +189,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Import(args) => run_import(args),
         Command::Serve(args) => run_serve(args),
-        Command::Devnet(args) => run_devnet(
-            args.store.open().map(Arc::from),
-            args.listen,
-            args.metrics_listen,
-            args.chain.options(std::time::Duration::from_secs(30)),
-            args.chain.token_file.as_deref(),
-        ),
+        Command::Devnet(args) => match &args.replay {
+            Some(car) => run_replay(&args, car),
+            None => run_devnet(
+                args.store.open().map(Arc::from),
+                args.listen,
+                args.metrics_listen,
+                args.chain.options(std::time::Duration::from_secs(30)),
+                args.chain.token_file.as_deref(),
+            ),
+        },
         Command::Dev(args) => run_dev(args),
         Command::Ingest => Err(anyhow::anyhow!(
             "`ingest` is not implemented yet: it lands with its own issue"
@@ -280,6 +290,45 @@ fn run_devnet(
         };
         let _ = stop.send(true);
         info!("shutting down: closing channels");
+        server.stop().await;
+        result
+    })
+}
+
+/// `devnet --replay`: the CAR's chain revealed epoch by epoch, served read-only.
+fn run_replay(args: &DevnetArgs, car: &str) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::from(args.store.open()?);
+    let replay = Replay::open(store.clone(), car, args.network)?;
+    info!(
+        from = replay.head().height(),
+        to = replay.tipsets().last().map(|t| t.height()),
+        "replaying"
+    );
+    let block_time = args
+        .chain
+        .block_time
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let serve = ServeOptions {
+        network: args.network,
+        schedule: Schedule::of(args.network),
+        listen: args.listen,
+        metrics_listen: Some(args.metrics_listen),
+        cache_bytes: 64 << 20,
+        limits: Limits::default(),
+        max_lookback_epochs: i64::MAX,
+        max_wait: std::time::Duration::from_secs(300),
+        pool: None,
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let server = lotus_follower::serve::start(store, serve).await?;
+        info!(rpc = %server.rpc_address, "serving the replay");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut replaying = tokio::spawn(replay.run(block_time, stopped));
+        let result = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            finished = &mut replaying => finished.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
+        };
+        let _ = stop.send(true);
         server.stop().await;
         result
     })

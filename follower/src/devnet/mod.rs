@@ -8,6 +8,7 @@ pub mod keys;
 pub mod mpool;
 mod overlay;
 pub mod produce;
+pub mod replay;
 pub mod state;
 
 use std::{sync::Arc, time::Duration};
@@ -77,6 +78,8 @@ pub enum DevnetError {
     State(#[from] state::StateError),
     #[error("the store holds another network's chain (its genesis state has no devnet init actor)")]
     NotADevnet,
+    #[error("replay: {0}")]
+    Replay(String),
 }
 
 /// What a step did: for logs and tests.

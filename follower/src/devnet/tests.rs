@@ -491,3 +491,100 @@ async fn a_pushed_message_is_included_and_its_receipt_found() -> anyhow::Result<
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_serves_exactly_the_car_up_to_each_height() -> anyhow::Result<()> {
+    let Some(car) = testdata::path("chains/export40.car")? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path())?);
+    let mut replay = replay::Replay::open(store.clone(), &car.to_string_lossy(), Network::Mainnet)?;
+    let all = replay.tipsets().to_vec();
+    let server = start(
+        store.clone(),
+        ServeOptions {
+            network: Network::Mainnet,
+            schedule: Schedule::of(Network::Mainnet),
+            listen: "127.0.0.1:0".parse()?,
+            metrics_listen: None,
+            cache_bytes: 16 << 20,
+            limits: Limits::default(),
+            max_lookback_epochs: i64::MAX,
+            max_wait: Duration::from_secs(1),
+            pool: None,
+        },
+    )
+    .await?;
+    let at = server.rpc_address;
+    let key = |tipset: &TipSet| {
+        json!(
+            tipset
+                .key()
+                .cids()
+                .iter()
+                .map(|c| json!({"/": c.to_string()}))
+                .collect::<Vec<_>>()
+        )
+    };
+    let (mut tipsets, mut nulls) = (0, 0);
+    loop {
+        let expected = replay.head().clone();
+        // The server notices the new head within its poll interval.
+        let mut head = Value::Null;
+        for _ in 0..40 {
+            head = call(at, "/rpc/v1", None, "Filecoin.ChainHead", json!([]))
+                .await?
+                .1;
+            if head["result"]["Height"] == expected.height() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(head["result"]["Cids"], key(&expected));
+        for tipset in all.iter().filter(|t| t.height() <= expected.height()) {
+            let (_, answer) = call(
+                at,
+                "/rpc/v1",
+                None,
+                "Filecoin.ChainGetTipSetByHeight",
+                json!([tipset.height(), null]),
+            )
+            .await?;
+            assert_eq!(
+                answer["result"]["Cids"],
+                key(tipset),
+                "height {} at head {}",
+                tipset.height(),
+                expected.height()
+            );
+        }
+        let (_, beyond) = call(
+            at,
+            "/rpc/v1",
+            None,
+            "Filecoin.ChainGetTipSetByHeight",
+            json!([expected.height() + 1, null]),
+        )
+        .await?;
+        assert!(
+            beyond["error"].is_object(),
+            "nothing above the head: {beyond}"
+        );
+        match replay.step()? {
+            replay::Revealed::Tipset(_) => tipsets += 1,
+            replay::Revealed::NullRound(_) => nulls += 1,
+            replay::Revealed::End => break,
+        }
+    }
+    println!(
+        "replayed export40.car: {tipsets} tipsets and {nulls} null rounds after its first tipset"
+    );
+    assert_eq!(tipsets + 1, all.len());
+    assert_eq!(
+        replay.head().key(),
+        all.last().map(TipSet::key).unwrap_or(replay.head().key())
+    );
+    server.stop().await;
+    Ok(())
+}
