@@ -92,6 +92,9 @@ pub enum Step {
         height: i64,
         blocks: usize,
         messages: usize,
+        /// IPLD blocks written: headers, message lists, messages, receipts and
+        /// the changed state-tree nodes.
+        objects: usize,
     },
 }
 
@@ -159,7 +162,7 @@ impl Devnet {
                     &TokenAmount::from_whole(GENESIS_BALANCE_FIL),
                     genesis_time.unwrap_or_else(now_secs),
                 )?;
-                let version = write(store.as_ref(), overlay, &genesis, None)?;
+                let (version, _) = write(store.as_ref(), overlay, &genesis, None)?;
                 (genesis, version)
             }
         };
@@ -252,17 +255,19 @@ impl Devnet {
             timestamp: self.epoch_start(height),
         };
         let tipset = produce::build(&overlay, &self.head, &draft)?;
-        self.head_version = write(
+        let (version, objects) = write(
             self.store.as_ref(),
             overlay,
             &tipset,
             Some(self.head_version),
         )?;
+        self.head_version = version;
         self.head = tipset;
         Ok(Step::Produced {
             height,
             blocks: self.head.blocks().count(),
             messages: draft.messages.len(),
+            objects,
         })
     }
 
@@ -314,7 +319,7 @@ impl Devnet {
             headers.push(block.clone());
         }
         let tipset = TipSet::new(headers).map_err(ProduceError::from)?;
-        self.head_version = write(
+        (self.head_version, _) = write(
             self.store.as_ref(),
             overlay,
             &tipset,
@@ -402,8 +407,9 @@ impl Devnet {
                     height,
                     blocks,
                     messages,
+                    objects,
                 } => {
-                    tracing::info!(height, blocks, messages, "produced");
+                    tracing::info!(height, blocks, messages, objects, "produced");
                 }
                 Step::NullRound(height) => tracing::info!(height, "null round"),
                 Step::Idle => {}
@@ -483,17 +489,19 @@ fn state_nonce(store: &dyn Store, address: &Address) -> Result<u64, DevnetError>
 }
 
 /// Writes a tipset's blocks with its indices in one batch, then moves the head.
+/// Returns the head's new version and how many blocks were written.
 fn write(
     store: &dyn Store,
     overlay: Overlay<'_>,
     tipset: &TipSet,
     expected: Option<u64>,
-) -> Result<u64, DevnetError> {
+) -> Result<(u64, usize), DevnetError> {
     let mut batch = WriteBatch::default();
     index_tipset(&overlay, tipset, Network::Devnet, &mut batch)?;
     batch.blocks = overlay.into_blocks();
+    let objects = batch.blocks.len();
     store.write(batch)?;
-    set_head(store, tipset, expected)
+    Ok((set_head(store, tipset, expected)?, objects))
 }
 
 fn set_head(store: &dyn Store, tipset: &TipSet, expected: Option<u64>) -> Result<u64, DevnetError> {
