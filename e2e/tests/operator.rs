@@ -360,6 +360,18 @@ async fn spec_changes_converge() -> anyhow::Result<()> {
         assert!(!seen.contains(&(old.clone(), new.to_owned())), "followers moved before the ingester: {seen:?}");
         assert!(seen.contains(&(new.to_owned(), old.clone())), "the followers waited for the ingester: {seen:?}");
 
+        // A field taken out of the spec is taken off the child.
+        let annotation = "service.beta.kubernetes.io/aws-load-balancer-type";
+        let services: Api<Service> = ns.api();
+        let annotated = |service: &Service| service.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(annotation));
+        assert!(annotated(&services.get("fleet-rpc").await?));
+        let unannotated = json!({"spec": {"followers": {"service": {"annotations": null}}}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&unannotated)).await?;
+        wait_until("the annotation to leave the Service", Duration::from_secs(30), || async {
+            Ok(Check::when(!annotated(&services.get("fleet-rpc").await?), (), "still annotated"))
+        })
+        .await?;
+
         // Autoscaling off: the HPA is removed and the replicas are set explicitly.
         let off = json!({"spec": {"followers": {"autoscaling": null, "replicas": 3}}});
         clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&off)).await?;

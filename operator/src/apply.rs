@@ -12,23 +12,29 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
-use crate::{crd::LotusFollowerCluster, diff::is_applied, rollout::HANDOVER_FIELD_MANAGER};
+use crate::{
+    crd::LotusFollowerCluster,
+    diff::{drops_fields, is_applied, owned_fields},
+    rollout::HANDOVER_FIELD_MANAGER,
+};
 
 /// The one field manager of everything the operator applies.
 pub const FIELD_MANAGER: &str = "lotus-follower-operator";
 
-/// Applies `desired` unless the live object already matches it (or `force`).
-/// Returns whether it wrote.
+/// Applies `desired` unless the live object already matches it and holds no
+/// field of ours that `desired` dropped (or `force`). Returns whether it wrote.
 pub async fn ensure<K>(api: &Api<K>, desired: &K, force: bool) -> Result<bool, kube::Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
     let name = desired.name_any();
-    if !force
-        && let Some(live) = api.get_opt(&name).await?
-        && is_applied(&to_json(desired)?, &to_json(&live)?)
-    {
-        return Ok(false);
+    if !force && let Some(live) = api.get_opt(&name).await? {
+        let (desired, live) = (to_json(desired)?, to_json(&live)?);
+        if is_applied(&desired, &live)
+            && !drops_fields(&owned_fields(&live, FIELD_MANAGER), &desired)
+        {
+            return Ok(false);
+        }
     }
     api.patch(
         &name,

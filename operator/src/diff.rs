@@ -33,6 +33,38 @@ pub fn is_applied(desired: &Value, live: &Value) -> bool {
     }
 }
 
+/// The fields `manager`'s server-side apply owns in a live object (its
+/// `fieldsV1`), `Null` when it applied nothing.
+pub fn owned_fields(live: &Value, manager: &str) -> Value {
+    live["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["manager"] == manager && entry["operation"] == "Apply")
+        .map_or(Value::Null, |entry| entry["fieldsV1"].clone())
+}
+
+/// Whether the last apply set a field `desired` no longer sets (a removed
+/// annotation, resources taken out). Applying again removes it — server-side
+/// apply drops what its manager stops sending — which the subset comparison
+/// cannot see. Lists are compared whole by [`is_applied`], so list items in
+/// `owned` (`k:`, `v:`, `i:` keys) are not descended into.
+pub fn drops_fields(owned: &Value, desired: &Value) -> bool {
+    let Value::Object(owned) = owned else {
+        return false;
+    };
+    owned.iter().any(|(key, below)| {
+        let Some(name) = key.strip_prefix("f:") else {
+            return false;
+        };
+        match desired.get(name) {
+            None | Some(Value::Null) => true,
+            Some(inner @ Value::Object(_)) => drops_fields(below, inner),
+            Some(_) => false,
+        }
+    })
+}
+
 /// Quantities the API server rewrites to their canonical form: `1000m` is `1`,
 /// `0.5` is `500m`, `1024Mi` is `1Gi`. Compared by value in milli-units.
 fn same_quantity(a: &str, b: &str) -> bool {
@@ -109,6 +141,29 @@ mod tests {
             is_applied(&json!({"spec": {"replicas": null}}), &live),
             "an unset field is not ours"
         );
+    }
+
+    #[test]
+    fn a_field_the_last_apply_set_and_desired_drops_counts() {
+        let live = json!({"metadata": {"managedFields": [
+            {"manager": "other", "operation": "Apply", "fieldsV1": {"f:spec": {"f:x": {}}}},
+            {"manager": "op", "operation": "Apply", "fieldsV1": {
+                "f:metadata": {"f:annotations": {"f:lb": {}}, "f:labels": {"f:app": {}}},
+                "f:spec": {"f:ports": {"k:{\"port\":1234}": {".": {}, "f:port": {}}}, "f:type": {}},
+            }},
+        ]}});
+        let owned = owned_fields(&live, "op");
+        let same = json!({"metadata": {"annotations": {"lb": "nlb"}, "labels": {"app": "a"}},
+                          "spec": {"ports": [{"port": 1234}], "type": "LoadBalancer"}});
+        assert!(!drops_fields(&owned, &same));
+        let without_annotation = json!({"metadata": {"labels": {"app": "a"}},
+                                        "spec": {"ports": [{"port": 1234}], "type": "LoadBalancer"}});
+        assert!(drops_fields(&owned, &without_annotation));
+        let without_type = json!({"metadata": {"annotations": {"lb": "nlb"}, "labels": {"app": "a"}},
+                                  "spec": {"ports": [{"port": 1234}], "type": null}});
+        assert!(drops_fields(&owned, &without_type));
+        assert_eq!(owned_fields(&live, "nobody"), Value::Null);
+        assert!(!drops_fields(&Value::Null, &same));
     }
 
     #[test]

@@ -297,27 +297,16 @@ impl Devnet {
         if self.head.height() == 0 || self.head.blocks().count() >= 5 {
             return Ok(());
         }
-        let parent = Chain::new(self.store.as_ref(), Network::Devnet).parent(&self.head)?;
         let overlay = Overlay::new(self.store.as_ref());
-        let existing = self.head.blocks().count();
         let draft = Draft {
             height: self.head.height(),
-            blocks: existing + 1,
+            blocks: 1,
             messages: Vec::new(),
             salt: self.reorgs,
             timestamp: self.head.timestamp(),
         };
-        // Rebuilding with one more block reproduces the existing ones exactly
-        // (same draft, same messages) when they carry no messages; otherwise
-        // add an empty block beside them.
-        let extra = produce::build(&overlay, &parent, &draft)?;
         let mut headers: Vec<_> = self.head.blocks().cloned().collect();
-        if let Some(block) = extra
-            .blocks()
-            .find(|block| !headers.iter().any(|existing| existing.miner == block.miner))
-        {
-            headers.push(block.clone());
-        }
+        headers.push(produce::sibling_block(&overlay, &self.head, &draft)?);
         let tipset = TipSet::new(headers).map_err(ProduceError::from)?;
         (self.head_version, _) = write(
             self.store.as_ref(),

@@ -211,6 +211,31 @@ pub fn build(
     Ok(TipSet::new(headers)?)
 }
 
+/// One more block, without messages, for the tipset `sibling` belongs to:
+/// same parents, height, state and receipts, the next miner.
+pub fn sibling_block(
+    overlay: &Overlay<'_>,
+    sibling: &TipSet,
+    draft: &Draft,
+) -> Result<BlockHeader, ProduceError> {
+    let first = sibling
+        .blocks()
+        .next()
+        .ok_or(ProduceError::TipSet(TipSetError::Empty))?;
+    let messages = message_lists(overlay, &[])?;
+    let header = header(
+        draft,
+        sibling.blocks().count(),
+        first.parents.clone(),
+        first.parent_weight.clone(),
+        first.parent_state_root,
+        first.parent_message_receipts,
+        messages,
+    );
+    overlay.put(&header)?;
+    Ok(header)
+}
+
 /// The genesis tipset: one block at height 0 over the genesis state.
 pub fn genesis(
     overlay: &Overlay<'_>,
