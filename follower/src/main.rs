@@ -222,6 +222,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = ServeOptions {
         network: args.network,
         schedule,
+        block_delay_secs: args.network.block_delay_secs(),
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
         cache_bytes: args.cache_size,
@@ -269,6 +270,7 @@ fn run_devnet(
     let serve = ServeOptions {
         network: Network::Devnet,
         schedule: Schedule::of(Network::Devnet),
+        block_delay_secs: devnet.block_secs(),
         listen,
         metrics_listen: Some(metrics_listen),
         cache_bytes: 64 << 20,
@@ -311,6 +313,7 @@ fn run_replay(args: &DevnetArgs, car: &str) -> anyhow::Result<()> {
     let serve = ServeOptions {
         network: args.network,
         schedule: Schedule::of(args.network),
+        block_delay_secs: block_time.as_secs(),
         listen: args.listen,
         metrics_listen: Some(args.metrics_listen),
         cache_bytes: 64 << 20,

@@ -23,6 +23,8 @@ pub const HEAD_POLL: Duration = Duration::from_millis(100);
 pub struct ServeOptions {
     pub network: Network,
     pub schedule: Schedule,
+    /// Seconds between epochs, as `Version` reports it.
+    pub block_delay_secs: u64,
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub cache_bytes: u64,
@@ -60,6 +62,7 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
         store: cached,
         network: options.network,
         schedule: Arc::new(options.schedule),
+        block_delay_secs: options.block_delay_secs,
         max_lookback_epochs: options.max_lookback_epochs,
         max_wait: options.max_wait,
         pool: options.pool.as_ref().map(|(pool, _)| pool.clone()),

@@ -4,6 +4,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use base64::Engine;
 use cid::Cid;
 use futures::{SinkExt, StreamExt};
 use fvm_ipld_amt::Amtv0;
@@ -200,6 +201,7 @@ async fn reorgs_and_growing_tipsets_reach_chain_notify_reverts_first() -> anyhow
         ServeOptions {
             network: Network::Devnet,
             schedule: Schedule::of(Network::Devnet),
+            block_delay_secs: Network::Devnet.block_delay_secs(),
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: None,
             cache_bytes: 16 << 20,
@@ -349,6 +351,7 @@ async fn a_pushed_message_is_included_and_its_receipt_found() -> anyhow::Result<
         ServeOptions {
             network: Network::Devnet,
             schedule: Schedule::of(Network::Devnet),
+            block_delay_secs: Network::Devnet.block_delay_secs(),
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: None,
             cache_bytes: 16 << 20,
@@ -479,6 +482,32 @@ async fn a_pushed_message_is_included_and_its_receipt_found() -> anyhow::Result<
     check_shape("gateway.json", "Filecoin.StateWaitMsg", &waited)?;
     let (_, found_v0) = call(at, "/rpc/v0", None, "Filecoin.StateSearchMsg", json!([cid])).await?;
     check_shape("v0-gateway.json", "Filecoin.StateSearchMsg", &found_v0)?;
+
+    // What the leader API serves resolves through ChainReadObj and hashes to
+    // its CID: headers, message lists, receipt lists, state roots.
+    let mut objects = 0;
+    for (cid, header) in devnet.head().blocks_with_cids() {
+        for object in [
+            *cid,
+            header.messages,
+            header.parent_message_receipts,
+            header.parent_state_root,
+        ] {
+            let (_, read) = call(
+                at,
+                "/rpc/v1",
+                None,
+                "Filecoin.ChainReadObj",
+                json!([{"/": object.to_string()}]),
+            )
+            .await?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(read["result"].as_str().unwrap_or_default())?;
+            cbor::verify(&object, &bytes)?;
+            objects += 1;
+        }
+    }
+    assert!(objects >= 4);
     let (_, balance) = call(
         at,
         "/rpc/v1",
@@ -506,6 +535,7 @@ async fn replay_serves_exactly_the_car_up_to_each_height() -> anyhow::Result<()>
         ServeOptions {
             network: Network::Mainnet,
             schedule: Schedule::of(Network::Mainnet),
+            block_delay_secs: Network::Mainnet.block_delay_secs(),
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: None,
             cache_bytes: 16 << 20,

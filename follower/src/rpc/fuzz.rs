@@ -30,6 +30,7 @@ fn server(dir: &tempfile::TempDir) -> anyhow::Result<Server> {
             store,
             network: Network::Mainnet,
             schedule: Arc::new(Schedule::of(Network::Mainnet)),
+            block_delay_secs: 30,
             max_lookback_epochs: 2880,
             max_wait: Duration::from_millis(10),
             pool: None,

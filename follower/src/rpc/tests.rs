@@ -42,6 +42,7 @@ impl Fixture {
         let options = ServeOptions {
             network,
             schedule: Schedule::of(network),
+            block_delay_secs: network.block_delay_secs(),
             listen: "127.0.0.1:0".parse()?,
             metrics_listen: Some("127.0.0.1:0".parse()?),
             cache_bytes: 64 << 20,

@@ -14,7 +14,7 @@ pub fn version(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     Ok(json!({
         "Version": format!("lotus-follower {}", env!("CARGO_PKG_VERSION")),
         "APIVersion": API_VERSION,
-        "BlockDelay": ctx.network.block_delay_secs(),
+        "BlockDelay": ctx.block_delay_secs,
         "Agent": "lotus-follower",
     }))
 }

@@ -34,6 +34,9 @@ pub struct Context {
     pub network: Network,
     /// The network's upgrade heights, with the operator's overrides.
     pub schedule: Arc<Schedule>,
+    /// Seconds between epochs (`Version`, `StateGetNetworkParams`): the
+    /// network's, or the devnet's `--block-time`.
+    pub block_delay_secs: u64,
     /// Requests may look back at most this many epochs from the head.
     pub max_lookback_epochs: i64,
     /// How long `StateWaitMsg` waits on the head before answering with an error.

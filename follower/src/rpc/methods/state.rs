@@ -89,7 +89,7 @@ pub fn network_params(ctx: &Context, params: &[Value]) -> Result<Value, RpcError
     let genesis = ctx.chain().genesis().map_err(query_error)?;
     Ok(json!({
         "NetworkName": read_network_name(ctx)?,
-        "BlockDelaySecs": network.block_delay_secs(),
+        "BlockDelaySecs": ctx.block_delay_secs,
         "ConsensusMinerMinPower": network.consensus_miner_min_power().to_string(),
         "PreCommitChallengeDelay": network.pre_commit_challenge_delay(),
         "ForkUpgradeParams": ctx.schedule.fork_upgrade_params(network),
