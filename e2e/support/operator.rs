@@ -1,7 +1,8 @@
 //! The operator under test: run in-process (`run_until`, the binary's own code
 //! path) as its own ServiceAccount, whose only permissions are the shipped
-//! `manifests/operator/rbac.yaml` bound in the test's namespace. Every request
-//! it makes is therefore authorized (and audited) as it would be in a cluster.
+//! `manifests/operator/rbac.yaml` (ServiceAccount and election Role in the
+//! test's namespace, the ClusterRole bound by a binding of the instance's own).
+//! Every request it makes is authorized (and audited) as it would be in a cluster.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 

@@ -372,6 +372,24 @@ async fn spec_changes_converge() -> anyhow::Result<()> {
         })
         .await?;
 
+        // And one taken out of a container (a list item) leaves the container.
+        let resources = |deployment: Deployment| {
+            deployment
+                .spec
+                .and_then(|spec| spec.template.spec)
+                .and_then(|pod| pod.containers.into_iter().next())
+                .and_then(|container| container.resources)
+                .and_then(|resources| resources.requests)
+        };
+        assert!(resources(deployments.get("fleet-ingester").await?).is_some());
+        let unlimited = json!({"spec": {"ingester": {"resources": null}}});
+        clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&unlimited)).await?;
+        wait_until("the ingester's resources to be removed", Duration::from_secs(30), || async {
+            let left = resources(deployments.get("fleet-ingester").await?);
+            Ok(Check::when(left.is_none(), (), format!("{left:?}")))
+        })
+        .await?;
+
         // Autoscaling off: the HPA is removed and the replicas are set explicitly.
         let off = json!({"spec": {"followers": {"autoscaling": null, "replicas": 3}}});
         clusters.patch("fleet", &PatchParams::default(), &Patch::Merge(&off)).await?;

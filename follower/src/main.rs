@@ -262,7 +262,7 @@ fn run_devnet(
     let token = auth.token(Perm::Admin)?;
     match token_file {
         Some(path) => {
-            std::fs::write(path, &token)?;
+            write_private(path, &token)?;
             info!(path = %path.display(), "admin token written");
         }
         None => println!("admin token: {token}"),
@@ -295,6 +295,16 @@ fn run_devnet(
         server.stop().await;
         result
     })
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }
 
 /// `devnet --replay`: the CAR's chain revealed epoch by epoch, served read-only.

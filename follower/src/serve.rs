@@ -179,7 +179,10 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     if number == 0 {
         return Err(format!("duration {text:?} must be positive"));
     }
-    Ok(Duration::from_secs(number * scale))
+    number
+        .checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 use serde_json::Value;
 
 /// Whether every field `desired` sets is set to the same value in `live`.
-/// Lists compare item by item and must have the same length: a list we manage
-/// (containers, ports, args) is ours as a whole.
+/// Lists must have the same length and compare item by item (an item's extra
+/// live fields are the server's defaults); a field removed from inside an item
+/// is caught by [`drops_fields`].
 pub fn is_applied(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
         (Value::Object(desired), Value::Object(live)) => desired.iter().all(|(key, value)| {
@@ -45,65 +46,102 @@ pub fn owned_fields(live: &Value, manager: &str) -> Value {
 }
 
 /// Whether the last apply set a field `desired` no longer sets (a removed
-/// annotation, resources taken out). Applying again removes it — server-side
-/// apply drops what its manager stops sending — which the subset comparison
-/// cannot see. Lists are compared whole by [`is_applied`], so list items in
-/// `owned` (`k:`, `v:`, `i:` keys) are not descended into.
+/// annotation, resources taken out of a container). Applying again removes it
+/// — server-side apply drops what its manager stops sending — which the subset
+/// comparison cannot see. List items owned by key (`k:{"name":"x"}`) are
+/// matched to the desired item with those key fields; items owned by value or
+/// index (`v:`, `i:`) are compared whole by [`is_applied`].
 pub fn drops_fields(owned: &Value, desired: &Value) -> bool {
     let Value::Object(owned) = owned else {
         return false;
     };
     owned.iter().any(|(key, below)| {
-        let Some(name) = key.strip_prefix("f:") else {
+        if let Some(name) = key.strip_prefix("f:") {
+            return match desired.get(name) {
+                None | Some(Value::Null) => true,
+                Some(inner @ (Value::Object(_) | Value::Array(_))) => drops_fields(below, inner),
+                Some(_) => false,
+            };
+        }
+        let (Some(fields), Value::Array(items)) = (key.strip_prefix("k:"), desired) else {
             return false;
         };
-        match desired.get(name) {
-            None | Some(Value::Null) => true,
-            Some(inner @ Value::Object(_)) => drops_fields(below, inner),
-            Some(_) => false,
+        let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) else {
+            return false;
+        };
+        // A key field the desired item leaves out is one the server defaulted
+        // (a port's `protocol: TCP`).
+        let matches = |item: &&Value| {
+            fields
+                .iter()
+                .all(|(k, v)| item.get(k).is_none_or(|given| given == v))
+        };
+        match items.iter().find(matches) {
+            Some(item) => drops_fields(below, item),
+            None => true,
         }
     })
 }
 
 /// Quantities the API server rewrites to their canonical form: `1000m` is `1`,
-/// `0.5` is `500m`, `1024Mi` is `1Gi`. Compared by value in milli-units.
+/// `0.5` is `500m`, `1024Mi` is `1Gi`, `1e3` is `1k`. Compared by value in
+/// nano-units; anything that is not a quantity compares as text.
 fn same_quantity(a: &str, b: &str) -> bool {
-    match (quantity_millis(a), quantity_millis(b)) {
+    match (quantity_nanos(a), quantity_nanos(b)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
 }
 
-fn quantity_millis(text: &str) -> Option<i128> {
+fn quantity_nanos(text: &str) -> Option<i128> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
-    if number.is_empty() {
+    if number.is_empty() || number.len() > 30 {
         return None;
     }
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let scale = 10i128.pow(u32::try_from(fraction.len()).ok()?);
-    let value = whole.parse::<i128>().ok()? * scale
-        + if fraction.is_empty() {
-            0
-        } else {
-            fraction.parse::<i128>().ok()?
-        };
-    let multiplier: i128 = match suffix {
-        "m" => 1,
-        "" => 1000,
-        "k" => 1000 * 1000,
-        "M" => 1000 * 1_000_000,
-        "G" => 1000 * 1_000_000_000,
-        "Ki" => 1000 << 10,
-        "Mi" => 1000 << 20,
-        "Gi" => 1000 << 30,
-        "Ti" => 1000 << 40,
-        _ => return None,
+    let scale = 10i128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    let fraction_value = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<i128>().ok()?
     };
-    let millis = value * multiplier;
-    (millis % scale == 0).then_some(millis / scale)
+    let value = whole
+        .parse::<i128>()
+        .ok()?
+        .checked_mul(scale)?
+        .checked_add(fraction_value)?;
+    let decimal = |power: u32| 10i128.checked_pow(power);
+    let multiplier: i128 = match suffix {
+        "n" => 1,
+        "u" => decimal(3)?,
+        "m" => decimal(6)?,
+        "" => decimal(9)?,
+        "k" => decimal(12)?,
+        "M" => decimal(15)?,
+        "G" => decimal(18)?,
+        "T" => decimal(21)?,
+        "P" => decimal(24)?,
+        "E" => decimal(27)?,
+        "Ki" => decimal(9)? << 10,
+        "Mi" => decimal(9)? << 20,
+        "Gi" => decimal(9)? << 30,
+        "Ti" => decimal(9)? << 40,
+        "Pi" => decimal(9)? << 50,
+        "Ei" => decimal(9)? << 60,
+        exponent => {
+            let power: u32 = exponent
+                .strip_prefix(['e', 'E'])?
+                .trim_start_matches('+')
+                .parse()
+                .ok()?;
+            decimal(9 + power)?
+        }
+    };
+    let nanos = value.checked_mul(multiplier)?;
+    (nanos % scale == 0).then_some(nanos / scale)
 }
 
 #[cfg(test)]
@@ -167,6 +205,30 @@ mod tests {
     }
 
     #[test]
+    fn a_field_dropped_inside_a_keyed_list_item_counts() {
+        let owned = json!({"f:spec": {"f:containers": {
+            "k:{\"name\":\"follower\"}": {".": {}, "f:name": {}, "f:resources": {"f:requests": {"f:cpu": {}}}},
+        }}});
+        let with = json!({"spec": {"containers": [{"name": "follower", "resources": {"requests": {"cpu": "1"}}}]}});
+        let without = json!({"spec": {"containers": [{"name": "follower"}]}});
+        let renamed = json!({"spec": {"containers": [{"name": "other"}]}});
+        assert!(!drops_fields(&owned, &with));
+        assert!(drops_fields(&owned, &without));
+        assert!(drops_fields(&owned, &renamed));
+        // The server adds defaulted key fields to the keys it records.
+        let ports =
+            json!({"f:ports": {"k:{\"containerPort\":1234,\"protocol\":\"TCP\"}": {"f:name": {}}}});
+        assert!(!drops_fields(
+            &ports,
+            &json!({"ports": [{"containerPort": 1234, "name": "rpc"}]})
+        ));
+        assert!(drops_fields(
+            &ports,
+            &json!({"ports": [{"containerPort": 1234}]})
+        ));
+    }
+
+    #[test]
     fn quantities_compare_by_value() {
         for (a, b) in [
             ("1000m", "1"),
@@ -174,13 +236,24 @@ mod tests {
             ("1024Mi", "1Gi"),
             ("1Gi", "1Gi"),
             ("100m", "0.1"),
+            ("1000G", "1T"),
+            ("0.0001", "100u"),
+            ("1e3", "1k"),
+            ("2E6", "2M"),
+            ("1Ei", "1024Pi"),
         ] {
             assert!(
                 is_applied(&json!({"cpu": a}), &json!({"cpu": b})),
                 "{a} = {b}"
             );
         }
-        for (a, b) in [("1", "2"), ("1Gi", "1G"), ("500m", "5"), ("abc", "abc1")] {
+        for (a, b) in [
+            ("1", "2"),
+            ("1Gi", "1G"),
+            ("500m", "5"),
+            ("abc", "abc1"),
+            ("99999999999999999999999999999999999", "1"),
+        ] {
             assert!(
                 !is_applied(&json!({"cpu": a}), &json!({"cpu": b})),
                 "{a} != {b}"

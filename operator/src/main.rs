@@ -59,7 +59,8 @@ struct RunArgs {
     #[arg(
         long,
         env = "LOTUS_FOLLOWER_OPERATOR_RESYNC_SECONDS",
-        default_value_t = 300
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     resync_seconds: u64,
 }

@@ -212,8 +212,8 @@ impl Pass<'_> {
             }
         }
 
-        self.ensure(&self.api(), &service::rpc_service(cluster), false)
-            .await?;
+        let rpc_service = service::rpc_service(cluster);
+        self.ensure(&self.api(), &rpc_service, false).await?;
         self.ensure(&self.api(), &disruption::followers_pdb(cluster), false)
             .await?;
         let hpa = autoscaling::followers_hpa(cluster);
@@ -226,7 +226,7 @@ impl Pass<'_> {
         // ServiceMonitors only where the Prometheus Operator's CRD is served.
         let monitors = self.service_monitor_api().await?;
         let metrics_service = monitoring::metrics_service(cluster);
-        let mut services = vec![service::rpc_service(cluster).name_any()];
+        let mut services = vec![rpc_service.name_any()];
         if let Some(monitors) = &monitors {
             self.ensure(&self.api(), &metrics_service, false).await?;
             services.push(metrics_service.name_any());
@@ -280,6 +280,9 @@ async fn reconcile_once(cluster: &LotusFollowerCluster, ctx: &Context) -> Result
     if cluster.metadata.deletion_timestamp.is_some() {
         // The garbage collector removes the children by their owner
         // references; applying them now would bring them back.
+        if let (Some(uid), Ok(mut written)) = (cluster.uid(), ctx.status_written.lock()) {
+            written.remove(&uid);
+        }
         return Ok(Action::await_change());
     }
     let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
@@ -444,11 +447,15 @@ async fn update_status(
         // Only the head moved: it is written with the next minute's status.
         return Ok(stale_in.min(STATUS_INTERVAL - since_last));
     }
+    // A head height that disappeared is cleared explicitly: the serialized
+    // status omits it, and a merge patch keeps what it omits.
+    let mut patch = json!({"status": new});
+    patch["status"]["headHeight"] = json!(new.head_height);
     Api::<LotusFollowerCluster>::namespaced(client.clone(), namespace)
         .patch_status(
             &cluster.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": new})),
+            &Patch::Merge(patch),
         )
         .await?;
     ctx.metrics.write("LotusFollowerCluster", "status");

@@ -62,8 +62,10 @@ fn set_image(deployment: &mut Deployment, image: &str) {
 }
 
 /// Whether the live ingester runs the desired image on every replica: the
-/// Deployment controller has seen the latest spec and all replicas are updated
-/// and available.
+/// Deployment controller has seen the latest spec, every replica is updated and
+/// no old one is left (with surge 1 / unavailable 0, old pods go only once the
+/// new ones are available). An ingester that is merely unhealthy, not rolling,
+/// does not hold the followers back.
 pub fn ingester_rolled_out(desired: &Deployment, live: Option<&Deployment>) -> bool {
     let Some(live) = live else {
         return false;
@@ -75,10 +77,10 @@ pub fn ingester_rolled_out(desired: &Deployment, live: Option<&Deployment>) -> b
     let Some(status) = &live.status else {
         return false;
     };
+    let updated = status.updated_replicas.unwrap_or(0);
     status.observed_generation >= live.metadata.generation
-        && status.updated_replicas.unwrap_or(0) >= wanted
-        && status.available_replicas.unwrap_or(0) >= wanted
-        && status.replicas.unwrap_or(0) == status.updated_replicas.unwrap_or(0)
+        && updated >= wanted
+        && status.replicas.unwrap_or(0) == updated
 }
 
 /// Keeps the followers on their live image until the ingester has rolled out

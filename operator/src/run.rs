@@ -88,9 +88,11 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new()?;
     let (stop_sender, stop_receiver) = watch::channel(false);
+    let stop_sender = Arc::new(stop_sender);
+    let forward = stop_sender.clone();
     tokio::spawn(async move {
         stop.await;
-        let _ = stop_sender.send(true);
+        let _ = forward.send(true);
     });
     let stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
@@ -116,6 +118,9 @@ pub async fn run_until(
         }
         Some(election) => lead(client, &options, election, metrics, stop_receiver.clone()).await,
     };
+    // However the controller ended (a stop, a lost Lease), close the listener
+    // too, so the process exits and the pod restarts to compete again.
+    stop_sender.send_replace(true);
     let _ = listener.await;
     result
 }

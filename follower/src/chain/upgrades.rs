@@ -36,8 +36,9 @@ const fn upgrade(name: &'static str, version: Option<u32>, mainnet: i64, calibne
     }
 }
 
-/// In height order, which is also the order of Lotus's `ForkUpgradeParams`
-/// apart from the first few (kept in Lotus's field order below).
+/// In mainnet's height order (calibnet ran a few in another order, which
+/// `version_at` sorts out), which is also Lotus's `ForkUpgradeParams` order
+/// apart from the first few (written in Lotus's field order below).
 const UPGRADES: &[Upgrade] = &[
     upgrade("Breeze", Some(1), 41_280, -1),
     upgrade("Smoke", Some(2), 51_000, -2),

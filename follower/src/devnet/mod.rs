@@ -11,13 +11,13 @@ pub mod produce;
 pub mod replay;
 pub mod state;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use fvm_shared::{address::Address, econ::TokenAmount};
 
 use self::{
     keys::{Account, KeyError},
-    mpool::{Mpool, PushError},
+    mpool::Mpool,
     overlay::Overlay,
     produce::{Draft, ProduceError},
     state::StateWriter,
@@ -80,6 +80,8 @@ pub enum DevnetError {
     NotADevnet,
     #[error("replay: {0}")]
     Replay(String),
+    #[error("the store's devnet differs from these options: {0}")]
+    Mismatch(String),
 }
 
 /// What a step did: for logs and tests.
@@ -166,10 +168,27 @@ impl Devnet {
                 (genesis, version)
             }
         };
-        let genesis = Chain::new(store.as_ref(), Network::Devnet).genesis()?;
-        let name = Chain::new(store.as_ref(), Network::Devnet).network_name(&genesis)?;
-        if name != state::NETWORK_NAME {
+        let chain = Chain::new(store.as_ref(), Network::Devnet);
+        let genesis = chain.genesis()?;
+        if chain.network_name(&genesis)? != state::NETWORK_NAME {
             return Err(DevnetError::NotADevnet);
+        }
+        // A restart must keep the chain's clock and keys: another block time
+        // would put the clock's epoch below the head, another seed would leave
+        // account 0 unfunded.
+        let block_secs = options.block_time.as_secs().max(1);
+        if head.timestamp() != genesis.timestamp() + head.height().max(0) as u64 * block_secs {
+            return Err(DevnetError::Mismatch(format!(
+                "its block time is not {block_secs}s (the head at height {} is stamped {})",
+                head.height(),
+                head.timestamp()
+            )));
+        }
+        if chain.lookup_id(&accounts[0].address, &genesis).is_err() {
+            return Err(DevnetError::Mismatch(format!(
+                "it was created with another --seed than {}",
+                options.seed
+            )));
         }
         Ok(Self {
             store,
@@ -235,8 +254,8 @@ impl Devnet {
     /// ready messages and the devnet's own transfers, and moves the head to it.
     pub fn produce(&mut self, height: i64) -> Result<Step, DevnetError> {
         let overlay = Overlay::new(self.store.as_ref());
-        let (state, _) = produce::execute(&overlay, &self.head)?;
-        let tree = StateWriter::load(&overlay, &state)?;
+        let executed = produce::execute(&overlay, &self.head)?;
+        let tree = StateWriter::load(&overlay, &executed.0)?;
         let nonce = |address: &Address| -> u64 {
             tree.lookup(address)
                 .ok()
@@ -245,7 +264,15 @@ impl Devnet {
                 .map_or(0, |actor| actor.sequence)
         };
         let mut messages = self.mpool.take_ready(nonce);
-        messages.extend(self.churn(height, &nonce)?);
+        let churn = self.churn(height, &nonce)?;
+        // An account someone pushed from sits out this epoch's churn: two
+        // messages with one nonce would leave one failing.
+        let pushed: HashSet<Address> = messages.iter().map(|m| m.message.from).collect();
+        messages.extend(
+            churn
+                .into_iter()
+                .filter(|transfer| !pushed.contains(&transfer.message.from)),
+        );
         self.mpool.included(&messages);
         let draft = Draft {
             height,
@@ -254,7 +281,7 @@ impl Devnet {
             salt: self.reorgs,
             timestamp: self.epoch_start(height),
         };
-        let tipset = produce::build(&overlay, &self.head, &draft)?;
+        let tipset = produce::build(&overlay, &self.head, &draft, executed)?;
         let (version, objects) = write(
             self.store.as_ref(),
             overlay,
@@ -320,8 +347,8 @@ impl Devnet {
 
     /// Replaces the last `depth` tipsets with a branch from their parent that
     /// carries the same messages in different, more numerous blocks (heavier),
-    /// and moves the head to its tip.
-    pub fn reorg(&mut self, depth: u64) -> Result<(), DevnetError> {
+    /// and moves the head to its tip. Returns whether it did.
+    pub fn reorg(&mut self, depth: u64) -> Result<bool, DevnetError> {
         let chain = Chain::new(self.store.as_ref(), Network::Devnet);
         let mut replaced = Vec::new();
         let mut base = self.head.clone();
@@ -333,8 +360,19 @@ impl Devnet {
             replaced.push(base);
             base = parent;
         }
-        if replaced.is_empty() {
-            return Ok(());
+        // Each replaced tipset gets one more block (at most five): the branch is
+        // heavier unless every one of them already had five.
+        let old_blocks: usize = replaced.iter().map(|t| t.blocks().count()).sum();
+        let new_blocks: usize = replaced
+            .iter()
+            .map(|t| (t.blocks().count() + 1).min(5))
+            .sum();
+        if new_blocks <= old_blocks {
+            tracing::info!(
+                depth,
+                "no reorg: the tipsets to replace are as heavy as they get"
+            );
+            return Ok(false);
         }
         self.reorgs += 1;
         let overlay = Overlay::new(self.store.as_ref());
@@ -356,7 +394,8 @@ impl Devnet {
                 salt: self.reorgs,
                 timestamp: old.timestamp(),
             };
-            tip = produce::build(&overlay, &tip, &draft)?;
+            let executed = produce::execute(&overlay, &tip)?;
+            tip = produce::build(&overlay, &tip, &draft, executed)?;
             built.push(tip.clone());
         }
         let mut batch = WriteBatch::default();
@@ -367,7 +406,7 @@ impl Devnet {
         self.store.write(batch)?;
         self.head_version = set_head(self.store.as_ref(), &tip, Some(self.head_version))?;
         self.head = tip;
-        Ok(())
+        Ok(true)
     }
 
     /// A BLS message as the pool would hold it: signed by the sender's
@@ -441,9 +480,9 @@ impl Devnet {
     }
 
     /// Checks and queues a pushed message.
-    pub fn push(store: &dyn Store, mpool: &Mpool, signed: SignedMessage) -> Result<(), PushError> {
-        let nonce = state_nonce(store, &signed.message.from).unwrap_or(0);
-        mpool.push(signed, nonce)
+    pub fn push(store: &dyn Store, mpool: &Mpool, signed: SignedMessage) -> Result<(), String> {
+        let nonce = state_nonce(store, &signed.message.from).map_err(|error| error.to_string())?;
+        mpool.push(signed, nonce).map_err(|error| error.to_string())
     }
 }
 
@@ -456,7 +495,7 @@ pub struct DevnetPool {
 
 impl MessagePool for DevnetPool {
     fn push(&self, message: SignedMessage) -> Result<(), String> {
-        Devnet::push(self.store.as_ref(), &self.mpool, message).map_err(|error| error.to_string())
+        Devnet::push(self.store.as_ref(), &self.mpool, message)
     }
 
     fn next_nonce(&self, address: &Address) -> Result<u64, String> {

@@ -101,14 +101,12 @@ impl Mpool {
             if queue.is_empty() {
                 inner.pending.remove(&sender);
             }
-            if ready.iter().any(|signed| signed.message.from == sender) {
-                inner.included_next.insert(sender, next);
-            }
         }
         ready
     }
 
-    /// Records messages the devnet itself included (its own traffic).
+    /// Records the messages a produced tipset includes (pushed and the
+    /// devnet's own): their senders' next nonces until the tipset executes.
     pub fn included(&self, messages: &[SignedMessage]) {
         let mut inner = self.lock();
         for signed in messages {
@@ -153,6 +151,7 @@ mod tests {
         // The gap at 1 holds 2 back.
         let ready = pool.take_ready(|_| 0);
         assert_eq!(ready.len(), 1);
+        pool.included(&ready);
         assert_eq!(pool.next_nonce(&account.address, 0), 3);
         assert!(matches!(
             pool.push(transfer(&account, 0)?, 0),
@@ -160,6 +159,7 @@ mod tests {
         ));
         pool.push(transfer(&account, 1)?, 0)?;
         let ready = pool.take_ready(|_| 1);
+        pool.included(&ready);
         let nonces: Vec<u64> = ready.iter().map(|s| s.message.sequence).collect();
         assert_eq!(nonces, [1, 2]);
         // A forged signature is refused.

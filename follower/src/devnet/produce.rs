@@ -167,14 +167,15 @@ fn message_lists(overlay: &Overlay<'_>, messages: &[&SignedMessage]) -> Result<C
     Ok(overlay.put(&meta)?)
 }
 
-/// Builds the tipset `draft` describes on top of `parent`. A sender's messages
-/// all go to one block, in nonce order, so every block order executes them.
+/// Builds the tipset `draft` describes on top of `parent`, whose execution
+/// (`execute`) gave `(state, receipts)`. A sender's messages all go to one
+/// block, in nonce order, so every block order executes them.
 pub fn build(
     overlay: &Overlay<'_>,
     parent: &TipSet,
     draft: &Draft,
+    (state, receipts): (Cid, Cid),
 ) -> Result<TipSet, ProduceError> {
-    let (state, receipts) = execute(overlay, parent)?;
     let blocks = draft.blocks.clamp(1, 5);
     let mut per_block: Vec<Vec<&SignedMessage>> = vec![Vec::new(); blocks];
     let mut senders: Vec<Address> = Vec::new();

@@ -158,6 +158,32 @@ fn a_restart_continues_the_chain_with_null_rounds_for_the_downtime() -> anyhow::
     Ok(())
 }
 
+#[test]
+fn a_restart_with_another_clock_or_seed_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (store, mut devnet) = open(&dir, DevnetOptions::default())?;
+    devnet.produce(3)?;
+    drop(devnet);
+    drop(store);
+    for options in [
+        DevnetOptions {
+            block_time: Duration::from_secs(10),
+            ..DevnetOptions::default()
+        },
+        DevnetOptions {
+            seed: 5,
+            ..DevnetOptions::default()
+        },
+    ] {
+        let error = open(&dir, options)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("differs from these options"), "{error}");
+    }
+    Ok(())
+}
+
 async fn next_json(
     socket: &mut (
              impl StreamExt<Item = Result<WsMessage, tokio_tungstenite::tungstenite::Error>> + Unpin
@@ -231,7 +257,7 @@ async fn reorgs_and_growing_tipsets_reach_chain_notify_reverts_first() -> anyhow
         let parent = chain.parent(replaced.last().unwrap_or(&old_head))?;
         replaced.push(parent);
     }
-    devnet.reorg(3)?;
+    assert!(devnet.reorg(3)?, "the branch is heavier");
     let batch = changes(&next_json(&mut socket).await?);
     println!("reorg of depth 3: {batch:?}");
     let reverts: Vec<i64> = batch

@@ -84,10 +84,11 @@ impl Auth {
         .map_err(|error| AuthError::Invalid(error.to_string()))
     }
 
-    /// The permission an `Authorization` header grants: read without one.
-    pub fn check(&self, header: Option<&str>) -> Result<Perm, AuthError> {
+    /// The permissions an `Authorization` header grants: read without one.
+    /// As in Lotus, a method needs its permission listed in the token.
+    pub fn check(&self, header: Option<&str>) -> Result<Allowed, AuthError> {
         let Some(header) = header else {
-            return Ok(Perm::Read);
+            return Ok(Allowed(vec![Perm::Read]));
         };
         let token = header
             .strip_prefix("Bearer ")
@@ -103,12 +104,28 @@ impl Auth {
         )
         .map_err(|error| AuthError::Invalid(error.to_string()))?
         .claims;
-        Ok(claims
-            .allow
-            .iter()
-            .filter_map(|name| Perm::parse(name))
-            .max()
-            .unwrap_or(Perm::Read))
+        Ok(Allowed(
+            claims
+                .allow
+                .iter()
+                .filter_map(|name| Perm::parse(name))
+                .collect(),
+        ))
+    }
+}
+
+/// What a caller's token lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed(Vec<Perm>);
+
+impl Allowed {
+    /// Everything: where no tokens are checked.
+    pub fn all() -> Self {
+        Self(vec![Perm::Read, Perm::Write, Perm::Sign, Perm::Admin])
+    }
+
+    pub fn allows(&self, perm: Perm) -> bool {
+        self.0.contains(&perm)
     }
 }
 
@@ -117,13 +134,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_grant_what_they_allow() -> anyhow::Result<()> {
+    fn tokens_grant_what_they_list() -> anyhow::Result<()> {
         let auth = Auth::random()?;
-        let admin = auth.token(Perm::Admin)?;
-        assert_eq!(auth.check(Some(&format!("Bearer {admin}")))?, Perm::Admin);
-        let read = auth.token(Perm::Read)?;
-        assert_eq!(auth.check(Some(&format!("Bearer {read}")))?, Perm::Read);
-        assert_eq!(auth.check(None)?, Perm::Read);
+        let admin = auth.check(Some(&format!("Bearer {}", auth.token(Perm::Admin)?)))?;
+        assert!(admin.allows(Perm::Read) && admin.allows(Perm::Write) && admin.allows(Perm::Admin));
+        let read = auth.check(Some(&format!("Bearer {}", auth.token(Perm::Read)?)))?;
+        assert!(read.allows(Perm::Read) && !read.allows(Perm::Write));
+        assert_eq!(auth.check(None)?, Allowed(vec![Perm::Read]));
         let other = Auth::random()?.token(Perm::Admin)?;
         assert!(auth.check(Some(&format!("Bearer {other}"))).is_err());
         assert!(auth.check(Some("Basic abc")).is_err());

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::{
     Limits, Server,
-    auth::Perm,
+    auth::Allowed,
     handle_body,
     methods::{ApiVersion, Context, all},
 };
@@ -109,7 +109,7 @@ proptest! {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let runtime = tokio::runtime::Runtime::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, Perm::Read, &Bytes::from(bytes), false));
+        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Allowed::all(), &Bytes::from(bytes), false));
         // Random bytes are never a notification-only body.
         let response = response.ok_or_else(|| TestCaseError::fail("no answer"))?;
         let response: Value = serde_json::from_str(&response).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -122,7 +122,7 @@ proptest! {
         let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let runtime = tokio::runtime::Runtime::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
         let body = if as_batch { Value::Array(batch.clone()) } else { batch[0].clone() };
-        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, Perm::Read, &Bytes::from(body.to_string()), false));
+        let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Allowed::all(), &Bytes::from(body.to_string()), false));
         let calls = if as_batch { batch.len() } else { 1 };
         let notifications = batch.iter().take(calls).filter(|request| request.get("id").is_none()).count();
         match response {

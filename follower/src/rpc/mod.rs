@@ -27,7 +27,7 @@ use serde_json::{Value, value::RawValue};
 use tokio::sync::watch;
 
 use self::{
-    auth::{Auth, Perm},
+    auth::{Allowed, Auth},
     methods::{ApiVersion, Context},
     protocol::{RpcError, failure, normalize_method, parse_request, success},
 };
@@ -137,7 +137,7 @@ async fn websocket_v0(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     match permission(&server, &headers) {
-        Ok(perm) => ws::upgrade(server, ApiVersion::V0, perm, upgrade),
+        Ok(allowed) => ws::upgrade(server, ApiVersion::V0, allowed, upgrade),
         Err(response) => response,
     }
 }
@@ -148,16 +148,16 @@ async fn websocket_v1(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     match permission(&server, &headers) {
-        Ok(perm) => ws::upgrade(server, ApiVersion::V1, perm, upgrade),
+        Ok(allowed) => ws::upgrade(server, ApiVersion::V1, allowed, upgrade),
         Err(response) => response,
     }
 }
 
 /// What the request's token allows; an invalid token is refused outright
 /// (401), as Lotus does.
-fn permission(server: &Server, headers: &HeaderMap) -> Result<Perm, Response> {
+fn permission(server: &Server, headers: &HeaderMap) -> Result<Allowed, Response> {
     let Some(auth) = &server.auth else {
-        return Ok(Perm::Admin);
+        return Ok(Allowed::all());
     };
     let header = headers
         .get(header::AUTHORIZATION)
@@ -178,8 +178,8 @@ async fn http(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let perm = match permission(&server, headers) {
-        Ok(perm) => perm,
+    let allowed = match permission(&server, headers) {
+        Ok(allowed) => allowed,
         Err(response) => return response,
     };
     let bytes = match axum::body::to_bytes(body, server.limits.max_body_bytes).await {
@@ -192,7 +192,7 @@ async fn http(
             return json_response(StatusCode::PAYLOAD_TOO_LARGE, failure(&Value::Null, &error));
         }
     };
-    match handle_body(&server, version, perm, &bytes, false).await {
+    match handle_body(&server, version, &allowed, &bytes, false).await {
         Some(response) => json_response(StatusCode::OK, response),
         // Only notifications: nothing to answer.
         None => StatusCode::NO_CONTENT.into_response(),
@@ -203,7 +203,7 @@ async fn http(
 pub async fn handle_body(
     server: &Server,
     version: ApiVersion,
-    perm: Perm,
+    allowed: &Allowed,
     bytes: &Bytes,
     websocket: bool,
 ) -> Option<String> {
@@ -242,21 +242,21 @@ pub async fn handle_body(
             let mut responses = Vec::with_capacity(batch.len());
             for request in batch {
                 if let Some(response) =
-                    handle_value(server, version, perm, request, websocket).await
+                    handle_value(server, version, allowed, request, websocket).await
                 {
                     responses.push(response);
                 }
             }
             (!responses.is_empty()).then(|| format!("[{}]", responses.join(",")))
         }
-        single => handle_value(server, version, perm, single, websocket).await,
+        single => handle_value(server, version, allowed, single, websocket).await,
     }
 }
 
 async fn handle_value(
     server: &Server,
     version: ApiVersion,
-    perm: Perm,
+    allowed: &Allowed,
     value: Value,
     websocket: bool,
 ) -> Option<String> {
@@ -267,7 +267,7 @@ async fn handle_value(
     let result = call(
         server,
         version,
-        perm,
+        allowed,
         &request.method,
         request.params,
         websocket,
@@ -285,7 +285,7 @@ async fn handle_value(
 pub async fn call(
     server: &Server,
     version: ApiVersion,
-    perm: Perm,
+    allowed: &Allowed,
     method: &str,
     params: Vec<Value>,
     websocket: bool,
@@ -307,7 +307,7 @@ pub async fn call(
             format!("method '{method}' not found"),
         ));
     };
-    if entry.perm > perm {
+    if !allowed.allows(entry.perm) {
         return Err(RpcError::new(
             protocol::METHOD_ERROR,
             format!(

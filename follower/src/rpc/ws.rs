@@ -18,7 +18,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::{
     Server,
-    auth::Perm,
+    auth::Allowed,
     handle_body,
     methods::{ApiVersion, chain::head_changes},
     protocol::{RpcError, failure, normalize_method, parse_request, success},
@@ -31,14 +31,14 @@ const OUTBOX: usize = 256;
 pub fn upgrade(
     server: Arc<Server>,
     version: ApiVersion,
-    perm: Perm,
+    allowed: Allowed,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let max = server.limits.max_body_bytes;
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection(server, version, perm, socket))
+        .on_upgrade(move |socket| connection(server, version, allowed, socket))
 }
 
 struct Channel {
@@ -46,7 +46,7 @@ struct Channel {
     task: JoinHandle<()>,
 }
 
-async fn connection(server: Arc<Server>, version: ApiVersion, perm: Perm, socket: WebSocket) {
+async fn connection(server: Arc<Server>, version: ApiVersion, allowed: Allowed, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut queued) = mpsc::channel::<Message>(OUTBOX);
     let writer = tokio::spawn(async move {
@@ -106,7 +106,7 @@ async fn connection(server: Arc<Server>, version: ApiVersion, perm: Perm, socket
                 });
                 None
             }
-            None => handle_body(&server, version, perm, &text, true).await,
+            None => handle_body(&server, version, &allowed, &text, true).await,
         };
         if let Some(reply) = reply
             && outbox
