@@ -14,6 +14,7 @@ use crate::chain::{TipSetKey, cbor};
 pub mod blockstore;
 pub mod cached;
 pub mod conformance;
+pub mod cql;
 pub mod embedded;
 mod url;
 

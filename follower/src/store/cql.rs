@@ -1,0 +1,584 @@
+//! The CQL backend: YugabyteDB's YCQL in production, Apache Cassandra in tests,
+//! through the `scylla` driver. Only CQL both accept (DESIGN.md, "Store"):
+//! simple primary keys, single-partition reads, no batches, no deletes, cells
+//! under 1 MB (larger blocks are chunked), the head row written only with
+//! lightweight transactions, consistency `QUORUM` set explicitly.
+//!
+//! The [`Store`] trait is synchronous; each call runs on the store's own small
+//! runtime and the caller waits for it, so the store works from any thread.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt, stream};
+use fvm_shared::address::Address;
+use scylla::{
+    client::{
+        caching_session::CachingSession, execution_profile::ExecutionProfile,
+        session_builder::SessionBuilder,
+    },
+    statement::Consistency,
+};
+
+use super::{
+    Head, Inclusion, NonceUse, Result, SCHEMA, SchemaVersion, Store, StoreError, WriteBatch,
+    check_head_update,
+};
+use crate::chain::TipSetKey;
+
+/// Cells stay well under the 1 MB both databases accept.
+const CHUNK: usize = 512 << 10;
+/// Heights share a partition in buckets of a day of epochs.
+const HEIGHT_BUCKET: i64 = 2880;
+/// Writes in flight at once within one batch.
+const PARALLEL_WRITES: usize = 64;
+
+/// The schema, as idempotent statements (`IF NOT EXISTS`): migration 1.
+const MIGRATION_1: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS blocks (k blob, chunk int, chunks int, data blob, PRIMARY KEY ((k), chunk))",
+    "CREATE TABLE IF NOT EXISTS partial_blocks (k blob, chunk int, chunks int, data blob, PRIMARY KEY ((k), chunk))",
+    "CREATE TABLE IF NOT EXISTS tipsets_by_height (bucket bigint, height bigint, tipset blob, PRIMARY KEY ((bucket), height, tipset))",
+    "CREATE TABLE IF NOT EXISTS tipset_keys (normalized blob PRIMARY KEY, canonical blob)",
+    "CREATE TABLE IF NOT EXISTS inclusions (message blob, tipset blob, idx int, PRIMARY KEY ((message), tipset, idx))",
+    "CREATE TABLE IF NOT EXISTS nonce_uses (sender blob, nonce bigint, message blob, tipset blob, PRIMARY KEY ((sender, nonce), message, tipset))",
+    "CREATE TABLE IF NOT EXISTS head (id int PRIMARY KEY, tipset blob, height bigint, version bigint, term bigint)",
+    "CREATE TABLE IF NOT EXISTS schema_version (id int PRIMARY KEY, version int, min_reader int)",
+];
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct CqlOptions {
+    pub contact_points: Vec<String>,
+    /// The keyspace holding the chain; it must exist (the database's owner
+    /// chooses its replication).
+    pub keyspace: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub request_timeout: Duration,
+}
+
+pub struct CqlStore {
+    session: Arc<CachingSession>,
+    /// `None` only while dropping: the runtime is shut down in the background,
+    /// since a store may be dropped inside another runtime.
+    runtime: Option<tokio::runtime::Runtime>,
+    keyspace: String,
+}
+
+impl std::fmt::Debug for CqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CqlStore")
+            .field("keyspace", &self.keyspace)
+            .finish()
+    }
+}
+
+impl Drop for CqlStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn backend(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+fn block_key(cid: &Cid) -> Vec<u8> {
+    cid.hash().to_bytes()
+}
+
+/// CQL has no unsigned integers: versions, terms and nonces travel as bigint.
+fn signed(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| corrupt(what, format!("{value} does not fit a bigint")))
+}
+
+fn unsigned(value: i64, what: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| corrupt(what, format!("{value} is negative")))
+}
+
+type HeadRow = (Vec<u8>, i64, i64, i64);
+
+impl CqlStore {
+    pub fn connect(options: &CqlOptions) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cql-store")
+            .enable_all()
+            .build()
+            .map_err(backend)?;
+        let profile = ExecutionProfile::builder()
+            .consistency(Consistency::Quorum)
+            .request_timeout(Some(options.request_timeout))
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&options.contact_points)
+            .default_execution_profile_handle(profile.into_handle())
+            .use_keyspace(&options.keyspace, false);
+        if let (Some(user), Some(password)) = (&options.username, &options.password) {
+            builder = builder.user(user, password);
+        }
+        let session = runtime.block_on(builder.build()).map_err(|error| {
+            backend(format!(
+                "cannot connect to {:?}: {error}",
+                options.contact_points
+            ))
+        })?;
+        Ok(Self {
+            session: Arc::new(CachingSession::from(session, 64)),
+            runtime: Some(runtime),
+            keyspace: options.keyspace.clone(),
+        })
+    }
+
+    /// Runs a query future on the store's runtime and waits for it.
+    fn run<T, F>(&self, work: impl FnOnce(Arc<CachingSession>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| backend("the store is closed"))?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let future = work(self.session.clone());
+        runtime.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        receiver
+            .recv()
+            .map_err(|_| backend("the store's runtime stopped"))?
+    }
+
+    /// Creates the tables of the current schema (idempotent) without
+    /// recording the schema version: `migrate` does both.
+    pub fn create_tables(&self) -> Result<()> {
+        self.run(|session| async move {
+            for statement in MIGRATION_1 {
+                session
+                    .get_session()
+                    .query_unpaged(*statement, ())
+                    .await
+                    .map_err(backend)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn read_block(&self, table: &'static str, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        let key = block_key(cid);
+        self.run(move |session| async move {
+            let rows = session
+                .execute_unpaged(
+                    format!("SELECT chunk, chunks, data FROM {table} WHERE k = ?"),
+                    (key,),
+                )
+                .await
+                .map_err(backend)?
+                .into_rows_result()
+                .map_err(backend)?;
+            let chunks: Vec<(i32, i32, Vec<u8>)> = rows
+                .rows::<(i32, i32, Vec<u8>)>()
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            // A block is there once every chunk is: a reader racing the
+            // writer sees it absent, never cut short.
+            let Some(&(_, count, _)) = chunks.first() else {
+                return Ok(None);
+            };
+            if usize::try_from(count).ok() != Some(chunks.len()) {
+                return Ok(None);
+            }
+            Ok(Some(
+                chunks.into_iter().flat_map(|(_, _, data)| data).collect(),
+            ))
+        })
+    }
+}
+
+async fn write_block(
+    session: &CachingSession,
+    table: &'static str,
+    cid: &Cid,
+    data: &[u8],
+) -> Result<()> {
+    let key = block_key(cid);
+    let pieces: Vec<&[u8]> = if data.is_empty() {
+        vec![data]
+    } else {
+        data.chunks(CHUNK).collect()
+    };
+    let count = i32::try_from(pieces.len()).map_err(backend)?;
+    for (index, piece) in pieces.into_iter().enumerate() {
+        let index = i32::try_from(index).map_err(backend)?;
+        session
+            .execute_unpaged(
+                format!("INSERT INTO {table} (k, chunk, chunks, data) VALUES (?, ?, ?, ?)"),
+                (&key, index, count, piece),
+            )
+            .await
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// One row write of a batch, owned so the writes can run concurrently.
+enum Row {
+    Block(&'static str, Cid, Vec<u8>),
+    Tipset(i64, TipSetKey),
+    Inclusion(Cid, Inclusion),
+    NonceUse(Address, u64, NonceUse),
+}
+
+async fn write_row(session: &CachingSession, row: Row) -> Result<()> {
+    match row {
+        Row::Block(table, cid, data) => write_block(session, table, &cid, &data).await,
+        Row::Tipset(height, tipset) => {
+            let canonical = tipset.to_bytes();
+            session
+                .execute_unpaged(
+                    "INSERT INTO tipsets_by_height (bucket, height, tipset) VALUES (?, ?, ?)",
+                    (height.div_euclid(HEIGHT_BUCKET), height, &canonical),
+                )
+                .await
+                .map_err(backend)?;
+            session
+                .execute_unpaged(
+                    "INSERT INTO tipset_keys (normalized, canonical) VALUES (?, ?)",
+                    (tipset.normalized().to_bytes(), &canonical),
+                )
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+        Row::Inclusion(message, inclusion) => {
+            let index = i32::try_from(inclusion.index).map_err(backend)?;
+            session
+                .execute_unpaged(
+                    "INSERT INTO inclusions (message, tipset, idx) VALUES (?, ?, ?)",
+                    (message.to_bytes(), inclusion.tipset.to_bytes(), index),
+                )
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+        Row::NonceUse(sender, nonce, used) => {
+            session
+                .execute_unpaged(
+                    "INSERT INTO nonce_uses (sender, nonce, message, tipset) VALUES (?, ?, ?, ?)",
+                    (
+                        sender.to_bytes(),
+                        signed(nonce, "nonce")?,
+                        used.message.to_bytes(),
+                        used.tipset.to_bytes(),
+                    ),
+                )
+                .await
+                .map_err(backend)?;
+            Ok(())
+        }
+    }
+}
+
+async fn read_head(session: &CachingSession) -> Result<Option<Head>> {
+    let rows = session
+        .execute_unpaged(
+            "SELECT tipset, height, version, term FROM head WHERE id = 0",
+            (),
+        )
+        .await
+        .map_err(backend)?
+        .into_rows_result()
+        .map_err(backend)?;
+    let Some((tipset, height, version, term)) =
+        rows.maybe_first_row::<HeadRow>().map_err(backend)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Head {
+        tipset: TipSetKey::from_bytes(&tipset).map_err(|e| corrupt("head", e))?,
+        height,
+        version: unsigned(version, "head version")?,
+        term: unsigned(term, "head term")?,
+    }))
+}
+
+/// Whether an error says a table does not exist yet (no schema).
+fn missing_table(error: &impl std::fmt::Display) -> bool {
+    let text = error.to_string().to_lowercase();
+    text.contains("unconfigured table")
+        || text.contains("does not exist")
+        || text.contains("not found")
+}
+
+impl Store for CqlStore {
+    fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
+        match self.read_block("blocks", cid)? {
+            Some(block) => Ok(Some(block)),
+            None => self.read_block("partial_blocks", cid),
+        }
+    }
+
+    fn has_block(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.get_block(cid)?.is_some())
+    }
+
+    fn has_complete_block(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.read_block("blocks", cid)?.is_some())
+    }
+
+    fn tipsets_at_height(&self, height: i64) -> Result<Vec<TipSetKey>> {
+        self.run(move |session| async move {
+            let rows = session
+                .execute_unpaged(
+                    "SELECT tipset FROM tipsets_by_height WHERE bucket = ? AND height = ?",
+                    (height.div_euclid(HEIGHT_BUCKET), height),
+                )
+                .await
+                .map_err(backend)?
+                .into_rows_result()
+                .map_err(backend)?;
+            rows.rows::<(Vec<u8>,)>()
+                .map_err(backend)?
+                .map(|row| {
+                    let (key,) = row.map_err(backend)?;
+                    TipSetKey::from_bytes(&key).map_err(|e| corrupt("tipset by height", e))
+                })
+                .collect()
+        })
+    }
+
+    fn tipset_key(&self, cids: &TipSetKey) -> Result<Option<TipSetKey>> {
+        let normalized = cids.normalized().to_bytes();
+        self.run(move |session| async move {
+            let rows = session
+                .execute_unpaged(
+                    "SELECT canonical FROM tipset_keys WHERE normalized = ?",
+                    (normalized,),
+                )
+                .await
+                .map_err(backend)?
+                .into_rows_result()
+                .map_err(backend)?;
+            rows.maybe_first_row::<(Vec<u8>,)>()
+                .map_err(backend)?
+                .map(|(key,)| TipSetKey::from_bytes(&key).map_err(|e| corrupt("tipset key", e)))
+                .transpose()
+        })
+    }
+
+    fn inclusions(&self, message: &Cid) -> Result<Vec<Inclusion>> {
+        let message = message.to_bytes();
+        self.run(move |session| async move {
+            let rows = session
+                .execute_unpaged(
+                    "SELECT tipset, idx FROM inclusions WHERE message = ?",
+                    (message,),
+                )
+                .await
+                .map_err(backend)?
+                .into_rows_result()
+                .map_err(backend)?;
+            let mut found: Vec<Inclusion> = rows
+                .rows::<(Vec<u8>, i32)>()
+                .map_err(backend)?
+                .map(|row| {
+                    let (tipset, index) = row.map_err(backend)?;
+                    Ok(Inclusion {
+                        tipset: TipSetKey::from_bytes(&tipset)
+                            .map_err(|e| corrupt("inclusion", e))?,
+                        index: u32::try_from(index).map_err(|e| corrupt("inclusion", e))?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            found.sort();
+            Ok(found)
+        })
+    }
+
+    fn nonce_uses(&self, sender: &Address, nonce: u64) -> Result<Vec<NonceUse>> {
+        let sender = sender.to_bytes();
+        let nonce = signed(nonce, "nonce")?;
+        self.run(move |session| async move {
+            let rows = session
+                .execute_unpaged(
+                    "SELECT message, tipset FROM nonce_uses WHERE sender = ? AND nonce = ?",
+                    (sender, nonce),
+                )
+                .await
+                .map_err(backend)?
+                .into_rows_result()
+                .map_err(backend)?;
+            let mut found: Vec<NonceUse> = rows
+                .rows::<(Vec<u8>, Vec<u8>)>()
+                .map_err(backend)?
+                .map(|row| {
+                    let (message, tipset) = row.map_err(backend)?;
+                    Ok(NonceUse {
+                        message: Cid::try_from(message.as_slice())
+                            .map_err(|e| corrupt("nonce use", e))?,
+                        tipset: TipSetKey::from_bytes(&tipset)
+                            .map_err(|e| corrupt("nonce use", e))?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            found.sort();
+            Ok(found)
+        })
+    }
+
+    fn head(&self) -> Result<Option<Head>> {
+        self.run(|session| async move { read_head(&session).await })
+    }
+
+    fn schema(&self) -> Result<Option<SchemaVersion>> {
+        self.run(|session| async move {
+            let result = session
+                .execute_unpaged(
+                    "SELECT version, min_reader FROM schema_version WHERE id = 0",
+                    (),
+                )
+                .await;
+            let rows = match result {
+                Ok(result) => result.into_rows_result().map_err(backend)?,
+                Err(error) if missing_table(&error) => return Ok(None),
+                Err(error) => return Err(backend(error)),
+            };
+            Ok(rows.maybe_first_row::<(i32, i32)>().map_err(backend)?.map(
+                |(version, min_reader)| SchemaVersion {
+                    version: version.max(0) as u32,
+                    min_reader: min_reader.max(0) as u32,
+                },
+            ))
+        })
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Blocks first, indices after: an index never names a block a reader
+        // cannot find. (The head moves separately, after the whole batch.)
+        let blocks: Vec<Row> = batch
+            .blocks
+            .into_iter()
+            .map(|(cid, data)| Row::Block("blocks", cid, data))
+            .chain(
+                batch
+                    .partial_blocks
+                    .into_iter()
+                    .map(|(cid, data)| Row::Block("partial_blocks", cid, data)),
+            )
+            .collect();
+        let indices: Vec<Row> = batch
+            .tipsets
+            .into_iter()
+            .map(|(height, tipset)| Row::Tipset(height, tipset))
+            .chain(
+                batch
+                    .inclusions
+                    .into_iter()
+                    .map(|(message, inclusion)| Row::Inclusion(message, inclusion)),
+            )
+            .chain(
+                batch
+                    .nonce_uses
+                    .into_iter()
+                    .map(|(sender, nonce, used)| Row::NonceUse(sender, nonce, used)),
+            )
+            .collect();
+        self.run(move |session| async move {
+            for rows in [blocks, indices] {
+                stream::iter(rows)
+                    .map(|row| write_row(&session, row))
+                    .buffer_unordered(PARALLEL_WRITES)
+                    .try_collect::<()>()
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_head(&self, expected_version: Option<u64>, head: Head) -> Result<()> {
+        let normalized = head.tipset.normalized();
+        if self.tipset_key(&normalized)?.is_none() {
+            return Err(StoreError::UnknownTipSet(head.tipset));
+        }
+        self.run(move |session| async move {
+            let current = read_head(&session).await?;
+            check_head_update(current.as_ref(), expected_version, &head)?;
+            let values = (
+                head.tipset.to_bytes(),
+                head.height,
+                signed(head.version, "head version")?,
+                signed(head.term, "head term")?,
+            );
+            // Compare-and-set on the version: two writers can never interleave.
+            let result = match expected_version {
+                None => session
+                    .execute_unpaged(
+                        "INSERT INTO head (id, tipset, height, version, term) VALUES (0, ?, ?, ?, ?) IF NOT EXISTS",
+                        values,
+                    )
+                    .await,
+                Some(expected) => session
+                    .execute_unpaged(
+                        "UPDATE head SET tipset = ?, height = ?, version = ?, term = ? WHERE id = 0 IF version = ?",
+                        (values.0, values.1, values.2, values.3, signed(expected, "head version")?),
+                    )
+                    .await,
+            }
+            .map_err(backend)?
+            .into_rows_result()
+            .map_err(backend)?;
+            let applied_at = result
+                .column_specs()
+                .iter()
+                .position(|column| column.name() == "[applied]")
+                .ok_or_else(|| backend("no [applied] column in the head update's answer"))?;
+            let applied = match result.maybe_first_row::<scylla::value::Row>().map_err(backend)? {
+                Some(row) => matches!(
+                    row.columns.get(applied_at),
+                    Some(Some(scylla::value::CqlValue::Boolean(true)))
+                ),
+                None => false,
+            };
+            if applied {
+                return Ok(());
+            }
+            Err(StoreError::HeadConflict {
+                expected: expected_version,
+                found: read_head(&session).await?.map(|head| head.version),
+            })
+        })
+    }
+
+    fn migrate(&self) -> Result<SchemaVersion> {
+        let current = self.schema()?;
+        if current.is_some_and(|schema| schema.version >= SCHEMA.version) {
+            return self.check_readable();
+        }
+        self.create_tables()?;
+        self.run(|session| async move {
+            session
+                .get_session()
+                .query_unpaged(
+                    "INSERT INTO schema_version (id, version, min_reader) VALUES (0, ?, ?)",
+                    (
+                        i32::try_from(SCHEMA.version).map_err(backend)?,
+                        i32::try_from(SCHEMA.min_reader).map_err(backend)?,
+                    ),
+                )
+                .await
+                .map_err(backend)?;
+            Ok(SCHEMA)
+        })
+    }
+}
