@@ -10,5 +10,7 @@ pub mod rpc;
 pub mod serve;
 pub mod store;
 
-#[cfg(test)]
-mod testdata;
+/// Test support shared with the end-to-end tests: the shared data, Lotus's
+/// OpenRPC documents, a JSON-RPC client.
+#[doc(hidden)]
+pub mod testdata;

@@ -16,7 +16,7 @@ use lotus_follower::{
         auth::{Auth, Perm},
     },
     serve::{ServeOptions, parse_seconds, parse_size},
-    store::{Store, StoreUrl},
+    store::{CqlLogin, Store, StoreUrl},
 };
 use tracing::{error, info};
 
@@ -47,6 +47,8 @@ struct ServeArgs {
     /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
     #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
     store: StoreUrl,
+    #[command(flatten)]
+    cql: CqlArgs,
     /// The chain's network (mainnet, calibnet, devnet): address prefixes and chain ID.
     #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
     network: Network,
@@ -91,6 +93,30 @@ struct ServeArgs {
     upgrade_heights: Vec<UpgradeHeight>,
 }
 
+/// The CQL login, for `cql://` stores.
+#[derive(Debug, Args)]
+struct CqlArgs {
+    /// The CQL role (the ingester's writes; a follower's may only SELECT).
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_USERNAME")]
+    cql_username: Option<String>,
+    /// A file holding the role's password.
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_PASSWORD_FILE")]
+    cql_password_file: Option<std::path::PathBuf>,
+    /// How long one CQL request may take (`10s`).
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_REQUEST_TIMEOUT", value_parser = parse_seconds)]
+    cql_request_timeout: Option<std::time::Duration>,
+}
+
+impl CqlArgs {
+    fn login(&self) -> CqlLogin {
+        CqlLogin {
+            username: self.cql_username.clone(),
+            password_file: self.cql_password_file.clone(),
+            request_timeout: self.cql_request_timeout,
+        }
+    }
+}
+
 /// How the devnet's chain grows.
 #[derive(Debug, Args)]
 struct ChainArgs {
@@ -130,6 +156,8 @@ struct DevnetArgs {
     /// `embedded:<dir>`: the devnet's own chain, continued after a restart.
     #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
     store: StoreUrl,
+    #[command(flatten)]
+    cql: CqlArgs,
     #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
     listen: SocketAddr,
     #[arg(
@@ -168,6 +196,8 @@ struct ImportArgs {
     /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
     #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
     store: StoreUrl,
+    #[command(flatten)]
+    cql: CqlArgs,
     /// The chain's network (mainnet, calibnet, devnet).
     #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
     network: Network,
@@ -192,7 +222,7 @@ fn main() -> ExitCode {
         Command::Devnet(args) => match &args.replay {
             Some(car) => run_replay(&args, car),
             None => run_devnet(
-                args.store.open().map(Arc::from),
+                args.store.open(&args.cql.login()).map(Arc::from),
                 args.listen,
                 args.metrics_listen,
                 args.chain.options(std::time::Duration::from_secs(30)),
@@ -218,7 +248,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     for change in &args.upgrade_heights {
         schedule.set(change)?;
     }
-    let store: Arc<dyn Store> = Arc::from(args.store.open()?);
+    let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
     let options = ServeOptions {
         network: args.network,
         schedule,
@@ -309,7 +339,7 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 
 /// `devnet --replay`: the CAR's chain revealed epoch by epoch, served read-only.
 fn run_replay(args: &DevnetArgs, car: &str) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::from(args.store.open()?);
+    let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
     let replay = Replay::open(store.clone(), car, args.network)?;
     info!(
         from = replay.head().height(),
@@ -355,7 +385,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     info!(store = %dir.display(), "dev: a devnet and its RPC on an embedded store");
     let result = run_devnet(
-        url.open().map(Arc::from),
+        url.open(&CqlLogin::default()).map(Arc::from),
         args.listen,
         args.metrics_listen,
         args.chain.options(std::time::Duration::from_secs(4)),
@@ -366,7 +396,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 fn run_import(args: ImportArgs) -> anyhow::Result<()> {
-    let store = args.store.open()?;
+    let store = args.store.open(&args.cql.login())?;
     for input in &args.inputs {
         info!(input, "importing");
         let mut show = |p: Progress| {

@@ -19,7 +19,7 @@ pub mod embedded;
 mod url;
 
 pub use blockstore::StoreBlockstore;
-pub use url::StoreUrl;
+pub use url::{CqlLogin, StoreUrl};
 
 /// The schema this build writes, and the oldest reader that understands it.
 pub const SCHEMA: SchemaVersion = SchemaVersion {

@@ -1,8 +1,22 @@
 //! `--store` values: `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use super::{Result, Store, StoreError, embedded::EmbeddedStore};
+use super::{
+    Result, Store, StoreError,
+    cql::{CqlOptions, CqlStore},
+    embedded::EmbeddedStore,
+};
+
+/// How to log in to a CQL store (`--cql-username`, `--cql-password-file`):
+/// the ingester's role writes, a follower's may only SELECT.
+#[derive(Debug, Clone, Default)]
+pub struct CqlLogin {
+    pub username: Option<String>,
+    /// A file holding the password (a mounted Secret), never the password itself.
+    pub password_file: Option<PathBuf>,
+    pub request_timeout: Option<Duration>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -47,13 +61,35 @@ impl std::str::FromStr for StoreUrl {
 }
 
 impl StoreUrl {
-    pub fn open(&self) -> Result<Box<dyn Store>> {
+    pub fn open(&self, login: &CqlLogin) -> Result<Box<dyn Store>> {
         match self {
             StoreUrl::Embedded(dir) => Ok(Box::new(EmbeddedStore::open(dir)?)),
-            StoreUrl::Cql { .. } => Err(StoreError::Backend(
-                "the CQL backend is not built yet (it lands with the ingester); use embedded:<dir>"
-                    .into(),
-            )),
+            StoreUrl::Cql {
+                contact_points,
+                keyspace,
+            } => {
+                let password = login
+                    .password_file
+                    .as_ref()
+                    .map(|path| {
+                        std::fs::read_to_string(path)
+                            .map(|text| text.trim().to_owned())
+                            .map_err(|error| {
+                                StoreError::Backend(format!(
+                                    "cannot read the CQL password from {}: {error}",
+                                    path.display()
+                                ))
+                            })
+                    })
+                    .transpose()?;
+                Ok(Box::new(CqlStore::connect(&CqlOptions {
+                    contact_points: contact_points.clone(),
+                    keyspace: keyspace.clone(),
+                    username: login.username.clone(),
+                    password,
+                    request_timeout: login.request_timeout.unwrap_or(Duration::from_secs(10)),
+                })?))
+            }
         }
     }
 }
