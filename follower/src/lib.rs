@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod devnet;
 pub mod import;
+pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod rpc;

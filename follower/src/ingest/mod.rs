@@ -1,0 +1,263 @@
+//! `lotus-follower ingest`: the single writer. It follows the leader's head,
+//! copies every new tipset into the store — headers, message lists, messages,
+//! receipts and the new state-tree nodes, each DAG whole before its root is
+//! written ("present ⇒ complete") — indexes it, and moves the head last. A
+//! leader or store outage is retried; the ingester recovers by itself.
+
+pub mod leader;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use cid::Cid;
+
+use self::leader::{Leader, LeaderError};
+use crate::{
+    chain::{BlockHeader, Network, TipSet, TipSetKey, cbor, tipset::TipSetError},
+    import::{IndexError, index_tipset, links},
+    store::{Head, Store, StoreBlockstore, StoreError, WriteBatch},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Cbor(#[from] cbor::Error),
+    #[error("the leader's tipset is invalid: {0}")]
+    TipSet(#[from] TipSetError),
+    #[error(
+        "the leader is more than {max_gap} epochs ahead of the store (at {leader}, store at {store:?}): \
+         bootstrap the store with `lotus-follower import` of a recent snapshot, or raise --max-gap"
+    )]
+    Gap {
+        max_gap: i64,
+        leader: i64,
+        store: Option<i64>,
+    },
+}
+
+/// What one sync wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    pub height: i64,
+    pub tipsets: usize,
+    pub objects: usize,
+}
+
+#[derive(Debug)]
+pub struct Ingester {
+    store: Arc<dyn Store>,
+    leader: Leader,
+    network: Network,
+    /// The ingester refuses to follow across a larger gap (epochs).
+    max_gap: i64,
+    /// The fencing term written with every head.
+    term: u64,
+}
+
+/// Raw blocks with their CIDs.
+type Blocks = Vec<(Cid, Vec<u8>)>;
+
+fn is_identity(cid: &Cid) -> bool {
+    cid.hash().code() == cbor::IDENTITY_HASH
+}
+
+impl Ingester {
+    pub fn new(
+        store: Arc<dyn Store>,
+        leader: Leader,
+        network: Network,
+        max_gap: i64,
+        term: u64,
+    ) -> Self {
+        Self {
+            store,
+            leader,
+            network,
+            max_gap,
+            term,
+        }
+    }
+
+    /// Brings the store to the leader's head: the new tipsets oldest first,
+    /// each written whole and then made the head. `None` when already there.
+    pub fn sync_once(&self) -> Result<Option<Synced>, IngestError> {
+        self.store.migrate()?;
+        let leader_head = self.leader.head()?;
+        let store_head = self.store.head()?;
+        if store_head.as_ref().map(|head| &head.tipset) == Some(&leader_head) {
+            return Ok(None);
+        }
+        let store_height = store_head.as_ref().map(|head| head.height);
+        // Walk back from the leader's head to a tipset the store has.
+        let mut pending: Vec<(TipSet, Blocks)> = Vec::new();
+        let mut key = leader_head;
+        let mut leader_height = None;
+        while self.store.tipset_key(&key)?.is_none() {
+            let blocks: Blocks = key
+                .cids()
+                .iter()
+                .copied()
+                .zip(self.leader.read_objs(key.cids())?)
+                .collect();
+            let headers = blocks
+                .iter()
+                .map(|(cid, bytes)| cbor::decode::<BlockHeader>(cid, bytes))
+                .collect::<Result<Vec<_>, _>>()?;
+            let tipset = TipSet::new(headers)?;
+            let height = tipset.height();
+            let top = *leader_height.get_or_insert(height);
+            if top - height > self.max_gap {
+                return Err(IngestError::Gap {
+                    max_gap: self.max_gap,
+                    leader: top,
+                    store: store_height,
+                });
+            }
+            key = tipset.parents();
+            pending.push((tipset, blocks));
+            if height == 0 {
+                break;
+            }
+        }
+        let mut synced = Synced {
+            height: store_height.unwrap_or(0),
+            tipsets: 0,
+            objects: 0,
+        };
+        for (tipset, headers) in pending.into_iter().rev() {
+            synced.objects += self.write_tipset(&tipset, headers)?;
+            synced.tipsets += 1;
+            synced.height = tipset.height();
+        }
+        Ok(Some(synced))
+    }
+
+    /// Fetches every block under `roots` the store lacks, level by level
+    /// (one batch per level); returns them all: each subtree is then whole.
+    fn fetch_dags(
+        &self,
+        roots: Vec<Cid>,
+        fetched: &mut HashMap<Cid, Vec<u8>>,
+    ) -> Result<(), IngestError> {
+        let mut frontier = roots;
+        while !frontier.is_empty() {
+            let mut wanted = Vec::new();
+            for cid in frontier {
+                if is_identity(&cid) || fetched.contains_key(&cid) || wanted.contains(&cid) {
+                    continue;
+                }
+                if !self.store.has_complete_block(&cid)? {
+                    wanted.push(cid);
+                }
+            }
+            let blocks = self.leader.read_objs(&wanted)?;
+            frontier = Vec::new();
+            for (cid, bytes) in wanted.into_iter().zip(blocks) {
+                frontier.extend(links(&cid, &bytes));
+                fetched.insert(cid, bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one tipset: its DAGs (complete), its headers, its indices, then
+    /// the head. Returns the blocks written.
+    fn write_tipset(
+        &self,
+        tipset: &TipSet,
+        headers: Vec<(Cid, Vec<u8>)>,
+    ) -> Result<usize, IngestError> {
+        let mut roots = Vec::new();
+        for header in tipset.blocks() {
+            roots.extend([
+                header.messages,
+                header.parent_message_receipts,
+                header.parent_state_root,
+            ]);
+        }
+        let mut fetched = HashMap::new();
+        self.fetch_dags(roots, &mut fetched)?;
+        fetched.extend(headers);
+        let objects = fetched.len();
+        self.store.write(WriteBatch {
+            blocks: fetched.into_iter().collect(),
+            ..WriteBatch::default()
+        })?;
+        let mut batch = WriteBatch::default();
+        index_tipset(
+            &StoreBlockstore(self.store.as_ref()),
+            tipset,
+            self.network,
+            &mut batch,
+        )?;
+        self.store.write(batch)?;
+        let current = self.store.head()?.map(|head| head.version);
+        self.store.set_head(
+            current,
+            Head {
+                tipset: tipset.key().clone(),
+                height: tipset.height(),
+                version: current.map_or(1, |version| version + 1),
+                term: self.term,
+            },
+        )?;
+        Ok(objects)
+    }
+
+    /// Syncs every `poll` until `stop` turns true; failures are logged and
+    /// retried with a backoff up to a minute.
+    pub async fn run(
+        self: Arc<Self>,
+        poll: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut backoff = poll;
+        loop {
+            let ingester = self.clone();
+            let wait = match tokio::task::spawn_blocking(move || ingester.sync_once()).await {
+                Ok(Ok(synced)) => {
+                    if let Some(synced) = synced {
+                        tracing::info!(
+                            height = synced.height,
+                            tipsets = synced.tipsets,
+                            objects = synced.objects,
+                            "ingested"
+                        );
+                    }
+                    backoff = poll;
+                    poll
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(
+                        leader = self.leader.url(),
+                        "sync failed, retrying in {backoff:?}: {error}"
+                    );
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    wait
+                }
+                Err(error) => {
+                    tracing::error!("sync task failed: {error}");
+                    poll
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// The leader's head, for tests and logs.
+    pub fn leader_head(&self) -> Result<TipSetKey, IngestError> {
+        Ok(self.leader.head()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;
