@@ -9,15 +9,18 @@ use lotus_follower::{
         Network,
         upgrades::{Schedule, UpgradeHeight},
     },
-    devnet::{Devnet, DevnetOptions, replay::Replay},
+    devnet::{Devnet, DevnetError, DevnetOptions, replay::Replay},
     import::{self, Progress},
+    ingest::{Ingester, leader::Leader},
+    metrics::Metrics,
     rpc::{
         Limits,
         auth::{Auth, Perm},
     },
-    serve::{ServeOptions, parse_seconds, parse_size},
+    serve::{RunningServer, ServeOptions, parse_seconds, parse_size},
     store::{CqlLogin, Store, StoreUrl},
 };
+use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 #[derive(Debug, Parser)]
@@ -37,7 +40,7 @@ enum Command {
     /// Load chain data from CARv1 files or FRC-0108 snapshots (plain or zstd, file or URL).
     Import(ImportArgs),
     /// Follow the leader and write the store (the single writer).
-    Ingest,
+    Ingest(IngestArgs),
     /// Answer Lotus JSON-RPC from the store.
     Serve(ServeArgs),
 }
@@ -178,7 +181,40 @@ struct DevnetArgs {
 }
 
 #[derive(Debug, Args)]
+struct IngestArgs {
+    /// The leader's RPC URL, e.g. `http://leader:1234/rpc/v1`.
+    #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
+    leader: String,
+    /// A file holding a JWT for the leader.
+    #[arg(long, env = "LOTUS_FOLLOWER_LEADER_TOKEN_FILE")]
+    leader_token_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    store: StoreUrl,
+    #[command(flatten)]
+    cql: CqlArgs,
+    /// The chain's network (mainnet, calibnet, devnet).
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    network: Network,
+    /// Refuse to follow across more epochs than this: bootstrap by `import` instead.
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_GAP", default_value_t = 2880)]
+    max_gap: i64,
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
 struct DevArgs {
+    /// Where the devnet leader itself answers (push messages there).
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_LEADER_LISTEN",
+        default_value = "127.0.0.1:1235"
+    )]
+    leader_listen: SocketAddr,
     #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
     listen: SocketAddr,
     #[arg(
@@ -230,9 +266,7 @@ fn main() -> ExitCode {
             ),
         },
         Command::Dev(args) => run_dev(args),
-        Command::Ingest => Err(anyhow::anyhow!(
-            "`ingest` is not implemented yet: it lands with its own issue"
-        )),
+        Command::Ingest(args) => run_ingest(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -277,17 +311,17 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The devnet producing into `store` and serving it, with its pool behind an
-/// admin token, until Ctrl-C.
-fn run_devnet(
-    store: Result<Arc<dyn Store>, lotus_follower::store::StoreError>,
+/// A devnet producing into `store` and serving it, with its pool behind an
+/// admin token: the server and the producer, which run until `stop`.
+async fn start_devnet(
+    store: Arc<dyn Store>,
     listen: SocketAddr,
-    metrics_listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
     options: DevnetOptions,
     token_file: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    let store = store?;
-    let devnet = Devnet::open(store.clone(), options, None)?;
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(RunningServer, JoinHandle<Result<(), DevnetError>>)> {
+    let devnet = tokio::task::block_in_place(|| Devnet::open(store.clone(), options, None))?;
     let auth = Auth::random()?;
     let token = auth.token(Perm::Admin)?;
     match token_file {
@@ -302,7 +336,7 @@ fn run_devnet(
         schedule: Schedule::of(Network::Devnet),
         block_delay_secs: devnet.block_secs(),
         listen,
-        metrics_listen: Some(metrics_listen),
+        metrics_listen,
         cache_bytes: 64 << 20,
         limits: Limits::default(),
         // A leader answers for any height: the ingester walks back from the head.
@@ -311,21 +345,82 @@ fn run_devnet(
         pool: Some((Arc::new(devnet.pool()), auth)),
     };
     info!(head = devnet.head().height(), "devnet chain opened");
+    let server = lotus_follower::serve::start(store, serve).await?;
+    info!(rpc = %server.rpc_address, "serving the devnet");
+    Ok((server, tokio::spawn(devnet.run(stop))))
+}
+
+/// Waits for Ctrl-C, or for `task` to end (with its error).
+async fn until_interrupted<E: Into<anyhow::Error>>(
+    task: &mut JoinHandle<Result<(), E>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        finished = task => finished?.map_err(Into::into),
+    }
+}
+
+fn run_devnet(
+    store: Result<Arc<dyn Store>, lotus_follower::store::StoreError>,
+    listen: SocketAddr,
+    metrics_listen: SocketAddr,
+    options: DevnetOptions,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let store = store?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let server = lotus_follower::serve::start(store, serve).await?;
-        info!(rpc = %server.rpc_address, metrics = ?server.metrics_address, "serving the devnet");
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut producer = tokio::spawn(devnet.run(stopped));
-        let result = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            finished = &mut producer => finished.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
-        };
+        let (server, mut producer) = start_devnet(
+            store,
+            listen,
+            Some(metrics_listen),
+            options,
+            token_file,
+            stopped,
+        )
+        .await?;
+        let result = until_interrupted(&mut producer).await;
         let _ = stop.send(true);
         info!("shutting down: closing channels");
         server.stop().await;
         result
     })
 }
+
+fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
+    let token = args
+        .leader_token_file
+        .as_ref()
+        .map(|path| std::fs::read_to_string(path).map(|text| text.trim().to_owned()))
+        .transpose()?;
+    let metrics = Metrics::new()?;
+    let ingester = Arc::new(Ingester::new(
+        store,
+        Leader::new(&args.leader, token, std::time::Duration::from_secs(30)),
+        args.network,
+        args.max_gap,
+        // The fencing term comes from the ingester's Lease once it takes one.
+        1,
+        metrics.clone(),
+    ));
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (metrics_address, _) =
+            lotus_follower::metrics::serve(args.metrics_listen, metrics, stopped.clone()).await?;
+        info!(leader = %args.leader, metrics = %metrics_address, "ingesting");
+        let mut following = tokio::spawn(async move {
+            ingester.run(INGEST_POLL, stopped).await;
+            anyhow::Ok(())
+        });
+        let result = until_interrupted(&mut following).await;
+        let _ = stop.send(true);
+        result
+    })
+}
+
+/// How often the ingester asks the leader for its head.
+const INGEST_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Writes a secret readable by its owner only.
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
@@ -367,30 +462,83 @@ fn run_replay(args: &DevnetArgs, car: &str) -> anyhow::Result<()> {
         info!(rpc = %server.rpc_address, "serving the replay");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut replaying = tokio::spawn(replay.run(block_time, stopped));
-        let result = tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
-            finished = &mut replaying => finished.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)),
-        };
+        let result = until_interrupted(&mut replaying).await;
         let _ = stop.send(true);
         server.stop().await;
         result
     })
 }
 
-/// `dev`: the devnet on a throwaway embedded store with a short block time.
+/// `dev`: a devnet leader, an ingester and a follower in one process, on two
+/// throwaway embedded stores (the leader's and the follower's), with a short
+/// block time; the follower answers on `--listen`.
 fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("lotus-follower-dev-{}", std::process::id()));
-    let url: StoreUrl = format!("embedded:{}", dir.display())
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    info!(store = %dir.display(), "dev: a devnet and its RPC on an embedded store");
-    let result = run_devnet(
-        url.open(&CqlLogin::default()).map(Arc::from),
-        args.listen,
-        args.metrics_listen,
-        args.chain.options(std::time::Duration::from_secs(4)),
-        args.chain.token_file.as_deref(),
-    );
+    let open = |name: &str| -> anyhow::Result<Arc<dyn Store>> {
+        let url: StoreUrl = format!("embedded:{}", dir.join(name).display())
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        Ok(Arc::from(url.open(&CqlLogin::default())?))
+    };
+    let result = (|| {
+        let (leader_store, follower_store) = (open("leader")?, open("follower")?);
+        info!(stores = %dir.display(), "dev: a devnet leader, an ingester and a follower");
+        tokio::runtime::Runtime::new()?.block_on(async {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let (leader, mut producer) = start_devnet(
+                leader_store,
+                args.leader_listen,
+                None,
+                args.chain.options(std::time::Duration::from_secs(4)),
+                args.chain.token_file.as_deref(),
+                stopped.clone(),
+            )
+            .await?;
+            let ingester = Arc::new(Ingester::new(
+                follower_store.clone(),
+                Leader::new(
+                    &format!("http://{}/rpc/v1", leader.rpc_address),
+                    None,
+                    std::time::Duration::from_secs(10),
+                ),
+                Network::Devnet,
+                i64::MAX,
+                1,
+                Metrics::new()?,
+            ));
+            tokio::spawn(ingester.run(INGEST_POLL, stopped.clone()));
+            let follower = lotus_follower::serve::start(
+                follower_store,
+                ServeOptions {
+                    network: Network::Devnet,
+                    schedule: Schedule::of(Network::Devnet),
+                    block_delay_secs: args
+                        .chain
+                        .options(std::time::Duration::from_secs(4))
+                        .block_time
+                        .as_secs(),
+                    listen: args.listen,
+                    metrics_listen: Some(args.metrics_listen),
+                    cache_bytes: 64 << 20,
+                    limits: Limits::default(),
+                    max_lookback_epochs: 2880,
+                    max_wait: std::time::Duration::from_secs(300),
+                    pool: None,
+                },
+            )
+            .await?;
+            info!(
+                follower = %follower.rpc_address,
+                leader = %leader.rpc_address,
+                "dev: query the follower; push messages to the leader with the admin token"
+            );
+            let result = until_interrupted(&mut producer).await;
+            let _ = stop.send(true);
+            follower.stop().await;
+            leader.stop().await;
+            result
+        })
+    })();
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub head_lag_seconds: Gauge,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// The ingester's: tipsets and blocks written, and whether the leader answered last time.
+    pub ingest_tipsets: IntCounter,
+    pub ingest_objects: IntCounter,
+    pub leader_connected: IntGauge,
 }
 
 impl Metrics {
@@ -53,6 +57,21 @@ impl Metrics {
             "lotus_follower_cache_misses_total",
             "Blocks read from the store",
         )?;
+        let ingest_tipsets = IntCounter::new(
+            "lotus_follower_ingest_tipsets_total",
+            "Tipsets the ingester wrote to the store",
+        )?;
+        let ingest_objects = IntCounter::new(
+            "lotus_follower_ingest_objects_total",
+            "Blocks the ingester wrote to the store",
+        )?;
+        let leader_connected = IntGauge::new(
+            "lotus_follower_leader_connected",
+            "1 when the leader answered the ingester's last call",
+        )?;
+        registry.register(Box::new(ingest_tipsets.clone()))?;
+        registry.register(Box::new(ingest_objects.clone()))?;
+        registry.register(Box::new(leader_connected.clone()))?;
         registry.register(Box::new(rpc_requests.clone()))?;
         registry.register(Box::new(rpc_duration.clone()))?;
         registry.register(Box::new(head_height.clone()))?;
@@ -67,6 +86,9 @@ impl Metrics {
             head_lag_seconds,
             cache_hits,
             cache_misses,
+            ingest_tipsets,
+            ingest_objects,
+            leader_connected,
         })
     }
 
@@ -77,4 +99,30 @@ impl Metrics {
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8_lossy(&buffer).into_owned()
     }
+}
+
+/// Serves `/metrics` on `address` until `stop` turns true.
+pub async fn serve(
+    address: std::net::SocketAddr,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { metrics.render() }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        });
+        if let Err(error) = serving.await {
+            tracing::error!("metrics listener failed: {error}");
+        }
+    });
+    Ok((bound, task))
 }

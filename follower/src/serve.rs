@@ -100,24 +100,9 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
 
     let metrics_address = match options.metrics_listen {
         Some(address) => {
-            let listener = TcpListener::bind(address).await?;
-            let bound = listener.local_addr()?;
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let metrics = metrics.clone();
-                    async move { metrics.render() }
-                }),
-            );
-            let mut stop = shutdown_receiver.clone();
-            tasks.push(tokio::spawn(async move {
-                let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                });
-                if let Err(error) = serving.await {
-                    tracing::error!("metrics listener failed: {error}");
-                }
-            }));
+            let (bound, task) =
+                crate::metrics::serve(address, metrics, shutdown_receiver.clone()).await?;
+            tasks.push(task);
             Some(bound)
         }
         None => None,

@@ -14,6 +14,7 @@ use self::leader::{Leader, LeaderError};
 use crate::{
     chain::{BlockHeader, Network, TipSet, TipSetKey, cbor, tipset::TipSetError},
     import::{IndexError, index_tipset, links},
+    metrics::Metrics,
     store::{Head, Store, StoreBlockstore, StoreError, WriteBatch},
 };
 
@@ -57,6 +58,7 @@ pub struct Ingester {
     max_gap: i64,
     /// The fencing term written with every head.
     term: u64,
+    metrics: Metrics,
 }
 
 /// Raw blocks with their CIDs.
@@ -73,6 +75,7 @@ impl Ingester {
         network: Network,
         max_gap: i64,
         term: u64,
+        metrics: Metrics,
     ) -> Self {
         Self {
             store,
@@ -80,6 +83,7 @@ impl Ingester {
             network,
             max_gap,
             term,
+            metrics,
         }
     }
 
@@ -130,7 +134,10 @@ impl Ingester {
             objects: 0,
         };
         for (tipset, headers) in pending.into_iter().rev() {
-            synced.objects += self.write_tipset(&tipset, headers)?;
+            let objects = self.write_tipset(&tipset, headers)?;
+            self.metrics.ingest_tipsets.inc();
+            self.metrics.ingest_objects.inc_by(objects as u64);
+            synced.objects += objects;
             synced.tipsets += 1;
             synced.height = tipset.height();
         }
@@ -219,7 +226,12 @@ impl Ingester {
         let mut backoff = poll;
         loop {
             let ingester = self.clone();
-            let wait = match tokio::task::spawn_blocking(move || ingester.sync_once()).await {
+            let outcome = tokio::task::spawn_blocking(move || ingester.sync_once()).await;
+            let leader_answered = !matches!(outcome, Ok(Err(IngestError::Leader(_))));
+            self.metrics
+                .leader_connected
+                .set(i64::from(leader_answered));
+            let wait = match outcome {
                 Ok(Ok(synced)) => {
                     if let Some(synced) = synced {
                         tracing::info!(

@@ -81,6 +81,7 @@ impl Bed {
             Network::Devnet,
             max_gap,
             1,
+            crate::metrics::Metrics::new().unwrap_or_else(|error| panic!("metrics: {error}")),
         ))
     }
 
