@@ -131,3 +131,104 @@ async fn a_select_only_follower_serves_what_the_writer_imported() -> anyhow::Res
     })
     .await
 }
+
+/// The whole data path: a devnet leader, the ingester writing the shared CQL
+/// store as the writer role, a follower serving it as a SELECT-only role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingester_fills_cql_from_a_devnet_and_a_follower_serves_it() -> anyhow::Result<()> {
+    use lotus_follower::{
+        devnet::{Devnet, DevnetOptions},
+        ingest::{Ingester, leader::Leader},
+        metrics::Metrics,
+        rpc::auth::Auth,
+    };
+
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let admin = bed.cql_superuser_session().await?;
+        let keyspace = TestKeyspace::create(&admin, "ingest").await?;
+        let reader = TestRole::create(&admin, "follower").await?;
+        admin
+            .query_unpaged(format!("GRANT SELECT ON KEYSPACE {} TO {}", keyspace.name, reader.name), ())
+            .await?;
+
+        // The leader: a devnet on its own embedded store, serving the leader API.
+        let leader_dir = tempfile::tempdir()?;
+        let leader_store = Arc::new(EmbeddedStore::open(leader_dir.path())?);
+        let mut devnet = Devnet::open(leader_store.clone(), DevnetOptions::default(), Some(1_700_000_000))?;
+        let any_port: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+        let devnet_options = |pool| ServeOptions {
+            network: Network::Devnet,
+            schedule: Schedule::of(Network::Devnet),
+            block_delay_secs: 30,
+            listen: any_port,
+            metrics_listen: None,
+            cache_bytes: 16 << 20,
+            limits: Limits::default(),
+            max_lookback_epochs: i64::MAX,
+            max_wait: Duration::from_secs(1),
+            pool,
+        };
+        let leader = start(leader_store.clone(), devnet_options(Some((Arc::new(devnet.pool()), Auth::random()?)))).await?;
+
+        // The ingester writes CQL as the writer role.
+        let writer_options = options(&bed, &keyspace.name, &bed.cql_username, &bed.cql_password);
+        let leader_url = format!("http://{}/rpc/v1", leader.rpc_address);
+        let ingester = Arc::new(
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Ingester> {
+                Ok(Ingester::new(
+                    Arc::new(CqlStore::connect(&writer_options)?),
+                    Leader::new(&leader_url, None, Duration::from_secs(10)),
+                    Network::Devnet,
+                    2880,
+                    1,
+                    Metrics::new()?,
+                ))
+            })
+            .await??,
+        );
+        for height in 1..=10 {
+            devnet.produce(height)?;
+        }
+        let target = devnet.head().clone();
+        let follower_options = options(&bed, &keyspace.name, &reader.name, &reader.password);
+        let follower: Arc<dyn Store> =
+            Arc::new(tokio::task::spawn_blocking(move || CqlStore::connect(&follower_options)).await??);
+        let started = std::time::Instant::now();
+        let mut written = 0;
+        loop {
+            let ingester = ingester.clone();
+            if let Some(synced) = tokio::task::spawn_blocking(move || ingester.sync_once()).await?? {
+                written += synced.objects;
+            }
+            let follower = follower.clone();
+            let head = tokio::task::spawn_blocking(move || follower.head()).await??;
+            if head.map(|head| head.tipset) == Some(target.key().clone()) {
+                break;
+            }
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the ingester did not reach the leader's head");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("ingested 10 devnet epochs into CQL: {written} blocks in {:?}", started.elapsed());
+
+        // The follower, as the SELECT-only role, answers like the leader.
+        let served = start(follower, devnet_options(None)).await?;
+        for (method, params) in [
+            ("Filecoin.ChainHead", json!([])),
+            ("Filecoin.ChainGetTipSetByHeight", json!([5, null])),
+            ("Filecoin.StateGetActor", json!(["t01005", null])),
+        ] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+            let (_, ours) = testdata::post(&format!("http://{}/rpc/v1", served.rpc_address), body.clone(), None).await?;
+            let (_, theirs) = testdata::post(&format!("http://{}/rpc/v1", leader.rpc_address), body, None).await?;
+            assert!(ours["result"].is_object(), "{method}: {ours}");
+            assert_eq!(ours["result"], theirs["result"], "{method}");
+        }
+        println!("the CQL follower answers ChainHead, ChainGetTipSetByHeight and StateGetActor like the leader");
+        served.stop().await;
+        leader.stop().await;
+        keyspace.drop(&admin).await?;
+        reader.drop(&admin).await
+    })
+    .await
+}
