@@ -27,6 +27,8 @@ fn options(bed: &TestBed, keyspace: &str, user: &str, password: &str) -> CqlOpti
         username: Some(user.to_owned()),
         password: Some(password.to_owned()),
         request_timeout: Duration::from_secs(10),
+        // The test bed's single Cassandra node is in the default datacenter.
+        local_dc: Some("datacenter1".into()),
     }
 }
 

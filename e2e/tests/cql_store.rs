@@ -45,6 +45,7 @@ fn open() -> anyhow::Result<(Keyspace, CqlStore)> {
         username: Some(bed.cql_username.clone()),
         password: Some(bed.cql_password.clone()),
         request_timeout: Duration::from_secs(10),
+        local_dc: None,
     })?;
     store.create_tables()?;
     Ok((

@@ -2,6 +2,7 @@
 //! the RPC methods need. `main.rs` is the command line over it.
 
 pub mod chain;
+pub mod cli;
 pub mod devnet;
 pub mod import;
 pub mod ingest;

@@ -3,12 +3,10 @@
 
 use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use lotus_follower::{
-    chain::{
-        Network,
-        upgrades::{Schedule, UpgradeHeight},
-    },
+    chain::{Network, upgrades::Schedule},
+    cli::{Cli, Command, DevArgs, DevnetArgs, ImportArgs, IngestArgs, ServeArgs},
     devnet::{Devnet, DevnetError, DevnetOptions, replay::Replay},
     import::{self, Progress},
     ingest::{Ingester, leader::Leader},
@@ -17,230 +15,11 @@ use lotus_follower::{
         Limits,
         auth::{Auth, Perm},
     },
-    serve::{RunningServer, ServeOptions, parse_seconds, parse_size},
+    serve::{RunningServer, ServeOptions},
     store::{CqlLogin, Store, StoreUrl},
 };
 use tokio::task::JoinHandle;
 use tracing::{error, info};
-
-#[derive(Debug, Parser)]
-#[command(name = "lotus-follower", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Quick start: a devnet and the RPC on 127.0.0.1:1234, on an embedded store
-    /// in a temporary directory (removed on exit).
-    Dev(DevArgs),
-    /// A leader producing a chain, serving Lotus JSON-RPC.
-    Devnet(DevnetArgs),
-    /// Load chain data from CARv1 files or FRC-0108 snapshots (plain or zstd, file or URL).
-    Import(ImportArgs),
-    /// Follow the leader and write the store (the single writer).
-    Ingest(IngestArgs),
-    /// Answer Lotus JSON-RPC from the store.
-    Serve(ServeArgs),
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
-    store: StoreUrl,
-    #[command(flatten)]
-    cql: CqlArgs,
-    /// The chain's network (mainnet, calibnet, devnet): address prefixes and chain ID.
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
-    network: Network,
-    /// The RPC listener: `/rpc/v0`, `/rpc/v1`, `/health/livez`, `/health/readyz`.
-    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
-    listen: SocketAddr,
-    /// Prometheus `/metrics`.
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    metrics_listen: SocketAddr,
-    /// The in-process block cache (suffixes: K, KiB, M, MiB, G, GiB).
-    #[arg(long, env = "LOTUS_FOLLOWER_CACHE_SIZE", default_value = "512MiB", value_parser = parse_size)]
-    cache_size: u64,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BODY_BYTES", default_value = "1MiB", value_parser = parse_size)]
-    max_body_bytes: u64,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BATCH", default_value_t = 100)]
-    max_batch: usize,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_JSON_DEPTH", default_value_t = 32)]
-    max_json_depth: usize,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_SUBSCRIPTIONS", default_value_t = 16)]
-    max_subscriptions: usize,
-    /// How far below the head requests may reach, in epochs.
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_MAX_LOOKBACK_EPOCHS",
-        default_value_t = 2880
-    )]
-    max_lookback_epochs: i64,
-    /// How long StateWaitMsg waits for confirmations, in seconds.
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAIT_SECONDS", default_value_t = 300)]
-    max_wait_seconds: u64,
-    /// Sets an upgrade's height, `Name=Height` (e.g. `FireHorse=5500000`), for an
-    /// upgrade scheduled after this build; repeatable.
-    #[arg(
-        long = "upgrade-height",
-        env = "LOTUS_FOLLOWER_UPGRADE_HEIGHTS",
-        value_delimiter = ','
-    )]
-    upgrade_heights: Vec<UpgradeHeight>,
-}
-
-/// The CQL login, for `cql://` stores.
-#[derive(Debug, Args)]
-struct CqlArgs {
-    /// The CQL role (the ingester's writes; a follower's may only SELECT).
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_USERNAME")]
-    cql_username: Option<String>,
-    /// A file holding the role's password.
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_PASSWORD_FILE")]
-    cql_password_file: Option<std::path::PathBuf>,
-    /// How long one CQL request may take (`10s`).
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_REQUEST_TIMEOUT", value_parser = parse_seconds)]
-    cql_request_timeout: Option<std::time::Duration>,
-}
-
-impl CqlArgs {
-    fn login(&self) -> CqlLogin {
-        CqlLogin {
-            username: self.cql_username.clone(),
-            password_file: self.cql_password_file.clone(),
-            request_timeout: self.cql_request_timeout,
-        }
-    }
-}
-
-/// How the devnet's chain grows.
-#[derive(Debug, Args)]
-struct ChainArgs {
-    /// Time between epochs (`30s`, `2m`).
-    #[arg(long, env = "LOTUS_FOLLOWER_BLOCK_TIME", value_parser = parse_seconds)]
-    block_time: Option<std::time::Duration>,
-    /// Actors whose balance and nonce change each epoch.
-    #[arg(long, env = "LOTUS_FOLLOWER_STATE_CHURN", default_value_t = 10)]
-    state_churn: usize,
-    /// Every this many tipsets, replace the last `--reorg-depth` with a heavier branch (0: never).
-    #[arg(long, env = "LOTUS_FOLLOWER_REORG_EVERY", default_value_t = 0)]
-    reorg_every: u64,
-    #[arg(long, env = "LOTUS_FOLLOWER_REORG_DEPTH", default_value_t = 1)]
-    reorg_depth: u64,
-    /// Derives the accounts' keys; account 0 is left for you to sign with.
-    #[arg(long, env = "LOTUS_FOLLOWER_SEED", default_value_t = 0)]
-    seed: u64,
-    /// Write the admin API token here at start (default: print it).
-    #[arg(long, env = "LOTUS_FOLLOWER_TOKEN_FILE")]
-    token_file: Option<std::path::PathBuf>,
-}
-
-impl ChainArgs {
-    fn options(&self, default_block_time: std::time::Duration) -> DevnetOptions {
-        DevnetOptions {
-            seed: self.seed,
-            block_time: self.block_time.unwrap_or(default_block_time),
-            state_churn: self.state_churn,
-            reorg_every: self.reorg_every,
-            reorg_depth: self.reorg_depth,
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-struct DevnetArgs {
-    /// `embedded:<dir>`: the devnet's own chain, continued after a restart.
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
-    store: StoreUrl,
-    #[command(flatten)]
-    cql: CqlArgs,
-    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
-    listen: SocketAddr,
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    metrics_listen: SocketAddr,
-    /// Reveal a real chain from this CAR (file or URL) one epoch per block
-    /// time instead of producing one; `--network` names its network.
-    #[arg(long, env = "LOTUS_FOLLOWER_REPLAY")]
-    replay: Option<String>,
-    /// The replayed chain's network (address prefixes, chain ID).
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "devnet")]
-    network: Network,
-    #[command(flatten)]
-    chain: ChainArgs,
-}
-
-#[derive(Debug, Args)]
-struct IngestArgs {
-    /// The leader's RPC URL, e.g. `http://leader:1234/rpc/v1`.
-    #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
-    leader: String,
-    /// A file holding a JWT for the leader.
-    #[arg(long, env = "LOTUS_FOLLOWER_LEADER_TOKEN_FILE")]
-    leader_token_file: Option<std::path::PathBuf>,
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
-    store: StoreUrl,
-    #[command(flatten)]
-    cql: CqlArgs,
-    /// The chain's network (mainnet, calibnet, devnet).
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
-    network: Network,
-    /// Refuse to follow across more epochs than this: bootstrap by `import` instead.
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_GAP", default_value_t = 2880)]
-    max_gap: i64,
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    metrics_listen: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-struct DevArgs {
-    /// Where the devnet leader itself answers (push messages there).
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_LEADER_LISTEN",
-        default_value = "127.0.0.1:1235"
-    )]
-    leader_listen: SocketAddr,
-    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
-    listen: SocketAddr,
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    metrics_listen: SocketAddr,
-    #[command(flatten)]
-    chain: ChainArgs,
-}
-
-#[derive(Debug, Args)]
-struct ImportArgs {
-    /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
-    store: StoreUrl,
-    #[command(flatten)]
-    cql: CqlArgs,
-    /// The chain's network (mainnet, calibnet, devnet).
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
-    network: Network,
-    /// CAR files, snapshots or http(s) URLs, imported in order.
-    #[arg(required = true)]
-    inputs: Vec<String>,
-}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -278,6 +57,11 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.leader.is_some() || !args.forward.is_empty() {
+        tracing::warn!(
+            "forwarding to the leader is not implemented yet: forwarded methods answer \"method not found\""
+        );
+    }
     let mut schedule = Schedule::of(args.network);
     for change in &args.upgrade_heights {
         schedule.set(change)?;
@@ -388,6 +172,9 @@ fn run_devnet(
 }
 
 fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if let Some(lease) = &args.lease {
+        tracing::warn!(%lease, "the ingester does not take its Lease yet: no head annotations are published");
+    }
     let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
     let token = args
         .leader_token_file

@@ -137,12 +137,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid size {text:?}"))?;
     let multiplier: u64 = match unit.trim() {
         "" | "B" => 1,
-        "K" | "KB" => 1_000,
-        "KiB" => 1 << 10,
+        "K" | "k" | "KB" => 1_000,
+        "KiB" | "Ki" => 1 << 10,
         "M" | "MB" => 1_000_000,
-        "MiB" => 1 << 20,
+        "MiB" | "Mi" => 1 << 20,
         "G" | "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
+        "GiB" | "Gi" => 1 << 30,
         other => return Err(format!("invalid size unit {other:?} in {text:?}")),
     };
     number
@@ -187,6 +187,9 @@ mod tests {
 
     #[test]
     fn sizes_parse_with_suffixes() {
+        // Kubernetes quantities, as the operator passes `cacheSize`.
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("100M"), Ok(100_000_000));

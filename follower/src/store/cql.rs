@@ -17,6 +17,7 @@ use scylla::{
         caching_session::CachingSession, execution_profile::ExecutionProfile,
         session_builder::SessionBuilder,
     },
+    policies::load_balancing::DefaultPolicy,
     statement::Consistency,
 };
 
@@ -55,6 +56,8 @@ pub struct CqlOptions {
     pub username: Option<String>,
     pub password: Option<String>,
     pub request_timeout: Duration,
+    /// The datacenter whose nodes are asked first.
+    pub local_dc: Option<String>,
 }
 
 pub struct CqlStore {
@@ -112,9 +115,14 @@ impl CqlStore {
             .enable_all()
             .build()
             .map_err(backend)?;
+        let mut policy = DefaultPolicy::builder();
+        if let Some(dc) = &options.local_dc {
+            policy = policy.prefer_datacenter(dc.clone());
+        }
         let profile = ExecutionProfile::builder()
             .consistency(Consistency::Quorum)
             .request_timeout(Some(options.request_timeout))
+            .load_balancing_policy(policy.build())
             .build();
         let mut builder = SessionBuilder::new()
             .known_nodes(&options.contact_points)

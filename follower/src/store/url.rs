@@ -16,6 +16,8 @@ pub struct CqlLogin {
     /// A file holding the password (a mounted Secret), never the password itself.
     pub password_file: Option<PathBuf>,
     pub request_timeout: Option<Duration>,
+    pub local_dc: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,12 +84,19 @@ impl StoreUrl {
                             })
                     })
                     .transpose()?;
+                if let Some(ca) = &login.tls_ca_file {
+                    return Err(StoreError::Backend(format!(
+                        "TLS to the database (--cql-tls-ca-file {}) is not supported yet",
+                        ca.display()
+                    )));
+                }
                 Ok(Box::new(CqlStore::connect(&CqlOptions {
                     contact_points: contact_points.clone(),
                     keyspace: keyspace.clone(),
                     username: login.username.clone(),
                     password,
                     request_timeout: login.request_timeout.unwrap_or(Duration::from_secs(10)),
+                    local_dc: login.local_dc.clone(),
                 })?))
             }
         }

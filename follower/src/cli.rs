@@ -1,0 +1,255 @@
+//! The command line (DESIGN.md, "Fixed interfaces"): every subcommand's flags,
+//! each also from `LOTUS_FOLLOWER_<FLAG>`. In the library so the operator's
+//! tests can check that the arguments it builds parse.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    chain::{Network, upgrades::UpgradeHeight},
+    devnet::DevnetOptions,
+    serve::{parse_seconds, parse_size},
+    store::{CqlLogin, StoreUrl},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "lotus-follower", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Quick start: a devnet leader, an ingester and a follower answering on
+    /// 127.0.0.1:1234, on embedded stores in a temporary directory (removed on exit).
+    Dev(DevArgs),
+    /// A leader producing a chain, serving Lotus JSON-RPC.
+    Devnet(DevnetArgs),
+    /// Load chain data from CARv1 files or FRC-0108 snapshots (plain or zstd, file or URL).
+    Import(ImportArgs),
+    /// Follow the leader and write the store (the single writer).
+    Ingest(IngestArgs),
+    /// Answer Lotus JSON-RPC from the store.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    pub store: StoreUrl,
+    #[command(flatten)]
+    pub cql: CqlArgs,
+    /// The leader allowlisted calls are forwarded to (forwarding lands with its
+    /// issue; until then forwarded methods answer "method not found").
+    #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
+    pub leader: Option<String>,
+    /// A file holding a JWT for the leader.
+    #[arg(long, env = "LOTUS_FOLLOWER_LEADER_TOKEN_FILE")]
+    pub leader_token_file: Option<std::path::PathBuf>,
+    /// Methods forwarded to the leader (comma-separated).
+    #[arg(long, env = "LOTUS_FOLLOWER_FORWARD", value_delimiter = ',')]
+    pub forward: Vec<String>,
+    /// The chain's network (mainnet, calibnet, devnet): address prefixes and chain ID.
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    pub network: Network,
+    /// The RPC listener: `/rpc/v0`, `/rpc/v1`, `/health/livez`, `/health/readyz`.
+    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics`.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// The in-process block cache (suffixes: K, KiB, M, MiB, G, GiB).
+    #[arg(long, env = "LOTUS_FOLLOWER_CACHE_SIZE", default_value = "512MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BODY_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body_bytes: u64,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    pub max_subscriptions: usize,
+    /// How far below the head requests may reach, in epochs.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_MAX_LOOKBACK_EPOCHS",
+        default_value_t = 2880
+    )]
+    pub max_lookback_epochs: i64,
+    /// How long StateWaitMsg waits for confirmations, in seconds.
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAIT_SECONDS", default_value_t = 300)]
+    pub max_wait_seconds: u64,
+    /// Sets an upgrade's height, `Name=Height` (e.g. `FireHorse=5500000`), for an
+    /// upgrade scheduled after this build; repeatable.
+    #[arg(
+        long = "upgrade-height",
+        env = "LOTUS_FOLLOWER_UPGRADE_HEIGHTS",
+        value_delimiter = ','
+    )]
+    pub upgrade_heights: Vec<UpgradeHeight>,
+}
+
+/// The CQL login, for `cql://` stores.
+#[derive(Debug, Args)]
+pub struct CqlArgs {
+    /// The CQL role (the ingester's writes; a follower's may only SELECT).
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_USERNAME")]
+    pub cql_username: Option<String>,
+    /// A file holding the role's password.
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_PASSWORD_FILE")]
+    pub cql_password_file: Option<std::path::PathBuf>,
+    /// How long one CQL request may take (`10s`).
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_REQUEST_TIMEOUT", value_parser = parse_seconds)]
+    pub cql_request_timeout: Option<std::time::Duration>,
+    /// The datacenter whose nodes are asked first.
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_LOCAL_DC")]
+    pub cql_local_dc: Option<String>,
+    /// The CA certificate (PEM) that signs the database's TLS certificate.
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_TLS_CA_FILE")]
+    pub cql_tls_ca_file: Option<std::path::PathBuf>,
+}
+
+impl CqlArgs {
+    pub fn login(&self) -> CqlLogin {
+        CqlLogin {
+            username: self.cql_username.clone(),
+            password_file: self.cql_password_file.clone(),
+            request_timeout: self.cql_request_timeout,
+            local_dc: self.cql_local_dc.clone(),
+            tls_ca_file: self.cql_tls_ca_file.clone(),
+        }
+    }
+}
+
+/// How the devnet's chain grows.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// Time between epochs (`30s`, `2m`).
+    #[arg(long, env = "LOTUS_FOLLOWER_BLOCK_TIME", value_parser = parse_seconds)]
+    pub block_time: Option<std::time::Duration>,
+    /// Actors whose balance and nonce change each epoch.
+    #[arg(long, env = "LOTUS_FOLLOWER_STATE_CHURN", default_value_t = 10)]
+    pub state_churn: usize,
+    /// Every this many tipsets, replace the last `--reorg-depth` with a heavier branch (0: never).
+    #[arg(long, env = "LOTUS_FOLLOWER_REORG_EVERY", default_value_t = 0)]
+    pub reorg_every: u64,
+    #[arg(long, env = "LOTUS_FOLLOWER_REORG_DEPTH", default_value_t = 1)]
+    pub reorg_depth: u64,
+    /// Derives the accounts' keys; account 0 is left for you to sign with.
+    #[arg(long, env = "LOTUS_FOLLOWER_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Write the admin API token here at start (default: print it).
+    #[arg(long, env = "LOTUS_FOLLOWER_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl ChainArgs {
+    pub fn options(&self, default_block_time: std::time::Duration) -> DevnetOptions {
+        DevnetOptions {
+            seed: self.seed,
+            block_time: self.block_time.unwrap_or(default_block_time),
+            state_churn: self.state_churn,
+            reorg_every: self.reorg_every,
+            reorg_depth: self.reorg_depth,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DevnetArgs {
+    /// `embedded:<dir>`: the devnet's own chain, continued after a restart.
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    pub store: StoreUrl,
+    #[command(flatten)]
+    pub cql: CqlArgs,
+    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+    /// Reveal a real chain from this CAR (file or URL) one epoch per block
+    /// time instead of producing one; `--network` names its network.
+    #[arg(long, env = "LOTUS_FOLLOWER_REPLAY")]
+    pub replay: Option<String>,
+    /// The replayed chain's network (address prefixes, chain ID).
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "devnet")]
+    pub network: Network,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The leader's RPC URL, e.g. `http://leader:1234/rpc/v1`.
+    #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
+    pub leader: String,
+    /// `<namespace>/<name>` of the ingester's Kubernetes Lease (its annotations
+    /// and fencing term land with the Lease issue; until then it is not taken).
+    #[arg(long, env = "LOTUS_FOLLOWER_LEASE")]
+    pub lease: Option<String>,
+    /// A file holding a JWT for the leader.
+    #[arg(long, env = "LOTUS_FOLLOWER_LEADER_TOKEN_FILE")]
+    pub leader_token_file: Option<std::path::PathBuf>,
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    pub store: StoreUrl,
+    #[command(flatten)]
+    pub cql: CqlArgs,
+    /// The chain's network (mainnet, calibnet, devnet).
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    pub network: Network,
+    /// Refuse to follow across more epochs than this: bootstrap by `import` instead.
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_GAP", default_value_t = 2880)]
+    pub max_gap: i64,
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the devnet leader itself answers (push messages there).
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_LEADER_LISTEN",
+        default_value = "127.0.0.1:1235"
+    )]
+    pub leader_listen: SocketAddr,
+    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
+    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    pub store: StoreUrl,
+    #[command(flatten)]
+    pub cql: CqlArgs,
+    /// The chain's network (mainnet, calibnet, devnet).
+    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    pub network: Network,
+    /// CAR files, snapshots or http(s) URLs, imported in order.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+}
