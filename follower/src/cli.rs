@@ -193,8 +193,8 @@ pub struct IngestArgs {
     /// The leader's RPC URL, e.g. `http://leader:1234/rpc/v1`.
     #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
     pub leader: String,
-    /// `<namespace>/<name>` of the ingester's Kubernetes Lease (its annotations
-    /// and fencing term land with the Lease issue; until then it is not taken).
+    /// `<namespace>/<name>` of the ingester's Kubernetes Lease: only its holder
+    /// writes, and it publishes the head and health there for the operator.
     #[arg(long, env = "LOTUS_FOLLOWER_LEASE")]
     pub lease: Option<String>,
     /// A file holding a JWT for the leader.

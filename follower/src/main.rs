@@ -9,7 +9,7 @@ use lotus_follower::{
     cli::{Cli, Command, DevArgs, DevnetArgs, ImportArgs, IngestArgs, ServeArgs},
     devnet::{Devnet, DevnetError, DevnetOptions, replay::Replay},
     import::{self, Progress},
-    ingest::{Ingester, leader::Leader},
+    ingest::{Ingester, leader::Leader, lease::LeaseHolder},
     metrics::Metrics,
     rpc::{
         Limits,
@@ -172,9 +172,6 @@ fn run_devnet(
 }
 
 fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
-    if let Some(lease) = &args.lease {
-        tracing::warn!(%lease, "the ingester does not take its Lease yet: no head annotations are published");
-    }
     let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
     let token = args
         .leader_token_file
@@ -195,15 +192,37 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (metrics_address, _) =
             lotus_follower::metrics::serve(args.metrics_listen, metrics, stopped.clone()).await?;
-        info!(leader = %args.leader, metrics = %metrics_address, "ingesting");
+        let lease = match &args.lease {
+            Some(lease) => Some(lease_holder(lease).await?),
+            None => None,
+        };
+        info!(leader = %args.leader, metrics = %metrics_address, lease = ?args.lease, "ingesting");
         let mut following = tokio::spawn(async move {
-            ingester.run(INGEST_POLL, stopped).await;
+            ingester.run(INGEST_POLL, lease, stopped).await;
             anyhow::Ok(())
         });
         let result = until_interrupted(&mut following).await;
         let _ = stop.send(true);
+        // Let it give up the Lease before the process ends.
+        let _ = following.await;
         result
     })
+}
+
+/// The Lease `<namespace>/<name>` this pod competes for, as its hostname
+/// (the pod name), through the in-cluster Kubernetes client.
+async fn lease_holder(lease: &str) -> anyhow::Result<LeaseHolder> {
+    let (namespace, name) = lease
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--lease {lease:?}: expected <namespace>/<name>"))?;
+    let identity =
+        std::env::var("HOSTNAME").unwrap_or_else(|_| format!("ingester-{}", std::process::id()));
+    let client = kube::Client::try_default().await?;
+    Ok(LeaseHolder::new(
+        kube::Api::namespaced(client, namespace),
+        name,
+        &identity,
+    ))
 }
 
 /// How often the ingester asks the leader for its head.
@@ -293,7 +312,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
                 1,
                 Metrics::new()?,
             ));
-            tokio::spawn(ingester.run(INGEST_POLL, stopped.clone()));
+            tokio::spawn(ingester.run(INGEST_POLL, None, stopped.clone()));
             let follower = lotus_follower::serve::start(
                 follower_store,
                 ServeOptions {

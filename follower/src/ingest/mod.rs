@@ -5,12 +5,23 @@
 //! leader or store outage is retried; the ingester recovers by itself.
 
 pub mod leader;
+pub mod lease;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use cid::Cid;
 
-use self::leader::{Leader, LeaderError};
+use self::{
+    leader::{Leader, LeaderError},
+    lease::{LeaseHolder, Report, short},
+};
 use crate::{
     chain::{BlockHeader, Network, TipSet, TipSetKey, cbor, tipset::TipSetError},
     import::{IndexError, index_tipset, links},
@@ -56,8 +67,9 @@ pub struct Ingester {
     network: Network,
     /// The ingester refuses to follow across a larger gap (epochs).
     max_gap: i64,
-    /// The fencing term written with every head.
-    term: u64,
+    /// The fencing term written with every head: the Lease's transitions
+    /// while one is held, or what the ingester was started with.
+    term: AtomicU64,
     metrics: Metrics,
 }
 
@@ -82,7 +94,7 @@ impl Ingester {
             leader,
             network,
             max_gap,
-            term,
+            term: AtomicU64::new(term),
             metrics,
         }
     }
@@ -210,57 +222,125 @@ impl Ingester {
                 tipset: tipset.key().clone(),
                 height: tipset.height(),
                 version: current.map_or(1, |version| version + 1),
-                term: self.term,
+                term: self.term.load(Ordering::SeqCst),
             },
         )?;
         Ok(objects)
     }
 
+    /// The store's head and its timestamp, for the Lease's report.
+    fn head_report(&self) -> (Option<i64>, Option<u64>) {
+        match crate::query::Chain::new(self.store.as_ref(), self.network).head() {
+            Ok(head) => (Some(head.height()), Some(head.timestamp())),
+            Err(_) => (None, None),
+        }
+    }
+
     /// Syncs every `poll` until `stop` turns true; failures are logged and
-    /// retried with a backoff up to a minute.
+    /// retried with a backoff up to a minute. With a Lease, only while holding
+    /// it (a standby waits), renewing it every 10 s with the latest report, and
+    /// giving it up on the way out.
     pub async fn run(
         self: Arc<Self>,
         poll: Duration,
+        lease: Option<LeaseHolder>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut backoff = poll;
+        let mut report = Report {
+            head_height: None,
+            head_time: None,
+            leader: "ok".into(),
+            store: "ok".into(),
+        };
+        let mut renewed: Option<Instant> = None;
+        let mut leading = lease.is_none();
         loop {
-            let ingester = self.clone();
-            let outcome = tokio::task::spawn_blocking(move || ingester.sync_once()).await;
-            let leader_answered = !matches!(outcome, Ok(Err(IngestError::Leader(_))));
-            self.metrics
-                .leader_connected
-                .set(i64::from(leader_answered));
-            let wait = match outcome {
-                Ok(Ok(synced)) => {
-                    if let Some(synced) = synced {
-                        tracing::info!(
-                            height = synced.height,
-                            tipsets = synced.tipsets,
-                            objects = synced.objects,
-                            "ingested"
-                        );
+            if let Some(lease) = &lease
+                && renewed.is_none_or(|at| at.elapsed() >= LeaseHolder::RENEW_EVERY)
+            {
+                let ingester = self.clone();
+                if let Ok((height, time)) =
+                    tokio::task::spawn_blocking(move || ingester.head_report()).await
+                {
+                    (report.head_height, report.head_time) = (height, time);
+                }
+                leading = match lease.renew(&report).await {
+                    Ok(Some(term)) => {
+                        self.term.store(term, Ordering::SeqCst);
+                        true
                     }
-                    backoff = poll;
-                    poll
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(
-                        leader = self.leader.url(),
-                        "sync failed, retrying in {backoff:?}: {error}"
-                    );
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    wait
-                }
-                Err(error) => {
-                    tracing::error!("sync task failed: {error}");
-                    poll
-                }
+                    Ok(None) => false,
+                    Err(error) => {
+                        tracing::warn!("cannot renew the Lease: {error}");
+                        false
+                    }
+                };
+                renewed = Some(Instant::now());
+            }
+            let wait = if leading {
+                self.sync_step(&mut report, &mut backoff, poll).await
+            } else {
+                poll
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        if let Some(lease) = &lease
+            && leading
+            && let Err(error) = lease.release().await
+        {
+            tracing::warn!("cannot release the Lease: {error}");
+        }
+    }
+
+    /// One sync, its outcome logged, counted and put in the report; returns how
+    /// long to wait before the next.
+    async fn sync_step(
+        self: &Arc<Self>,
+        report: &mut Report,
+        backoff: &mut Duration,
+        poll: Duration,
+    ) -> Duration {
+        let ingester = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || ingester.sync_once()).await;
+        let leader_answered = !matches!(outcome, Ok(Err(IngestError::Leader(_))));
+        self.metrics
+            .leader_connected
+            .set(i64::from(leader_answered));
+        match outcome {
+            Ok(Ok(synced)) => {
+                if let Some(synced) = synced {
+                    tracing::info!(
+                        height = synced.height,
+                        tipsets = synced.tipsets,
+                        objects = synced.objects,
+                        "ingested"
+                    );
+                }
+                report.leader = "ok".into();
+                report.store = "ok".into();
+                *backoff = poll;
+                poll
+            }
+            Ok(Err(error)) => {
+                match &error {
+                    IngestError::Store(_) | IngestError::Index(_) => report.store = short(&error),
+                    _ => report.leader = short(&error),
+                }
+                tracing::warn!(
+                    leader = self.leader.url(),
+                    "sync failed, retrying in {backoff:?}: {error}"
+                );
+                let wait = *backoff;
+                *backoff = (*backoff * 2).min(Duration::from_secs(60));
+                wait
+            }
+            Err(error) => {
+                tracing::error!("sync task failed: {error}");
+                poll
             }
         }
     }
