@@ -166,8 +166,9 @@ impl Ingester {
         let mut frontier = roots;
         while !frontier.is_empty() {
             let mut wanted = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for cid in frontier {
-                if is_identity(&cid) || fetched.contains_key(&cid) || wanted.contains(&cid) {
+                if is_identity(&cid) || fetched.contains_key(&cid) || !seen.insert(cid) {
                     continue;
                 }
                 if !self.store.has_complete_block(&cid)? {
