@@ -5,10 +5,9 @@
 use std::{sync::Arc, time::Duration};
 
 use lotus_follower::{
-    chain::{Network, upgrades::Schedule},
+    chain::Network,
     import::import,
     query::Chain,
-    rpc::Limits,
     serve::{ServeOptions, start},
     store::{
         Store, WriteBatch,
@@ -104,18 +103,7 @@ async fn a_select_only_follower_serves_what_the_writer_imported() -> anyhow::Res
         let network = Network::Mainnet;
         let server = start(
             follower,
-            ServeOptions {
-                network,
-                schedule: Schedule::of(network),
-                block_delay_secs: network.block_delay_secs(),
-                listen: "127.0.0.1:0".parse()?,
-                metrics_listen: None,
-                cache_bytes: 16 << 20,
-                limits: Limits::default(),
-                max_lookback_epochs: 2880,
-                max_wait: Duration::from_secs(1),
-                pool: None,
-            },
+            ServeOptions::local(network),
         )
         .await?;
         let url = format!("http://{}/rpc/v1", server.rpc_address);
@@ -158,20 +146,12 @@ async fn the_ingester_fills_cql_from_a_devnet_and_a_follower_serves_it() -> anyh
         let leader_dir = tempfile::tempdir()?;
         let leader_store = Arc::new(EmbeddedStore::open(leader_dir.path())?);
         let mut devnet = Devnet::open(leader_store.clone(), DevnetOptions::default(), Some(1_700_000_000))?;
-        let any_port: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-        let devnet_options = |pool| ServeOptions {
-            network: Network::Devnet,
-            schedule: Schedule::of(Network::Devnet),
-            block_delay_secs: 30,
-            listen: any_port,
-            metrics_listen: None,
-            cache_bytes: 16 << 20,
-            limits: Limits::default(),
-            max_lookback_epochs: i64::MAX,
-            max_wait: Duration::from_secs(1),
-            pool,
-        };
-        let leader = start(leader_store.clone(), devnet_options(Some((Arc::new(devnet.pool()), Auth::random()?)))).await?;
+        let devnet_options = ServeOptions::local(Network::Devnet);
+        let leader = start(
+            leader_store.clone(),
+            devnet_options.clone().leader(Arc::new(devnet.pool()), Auth::random()?),
+        )
+        .await?;
 
         // The ingester writes CQL as the writer role.
         let writer_options = options(&bed, &keyspace.name, &bed.cql_username, &bed.cql_password);
@@ -214,7 +194,7 @@ async fn the_ingester_fills_cql_from_a_devnet_and_a_follower_serves_it() -> anyh
         println!("ingested 10 devnet epochs into CQL: {written} blocks in {:?}", started.elapsed());
 
         // The follower, as the SELECT-only role, answers like the leader.
-        let served = start(follower, devnet_options(None)).await?;
+        let served = start(follower, devnet_options).await?;
         for (method, params) in [
             ("Filecoin.ChainHead", json!([])),
             ("Filecoin.ChainGetTipSetByHeight", json!([5, null])),

@@ -12,7 +12,7 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 use lotus_follower::{
-    chain::{Network, upgrades::Schedule},
+    chain::Network,
     devnet::{Devnet, DevnetOptions},
     ingest::{
         Ingester,
@@ -20,7 +20,7 @@ use lotus_follower::{
         lease::{LeaseHolder, Report},
     },
     metrics::Metrics,
-    rpc::{Limits, auth::Auth},
+    rpc::auth::Auth,
     serve::{ServeOptions, start},
     store::{Store, embedded::EmbeddedStore},
 };
@@ -65,18 +65,7 @@ async fn a_real_ingester_holds_the_lease_and_the_fleet_runs() -> anyhow::Result<
         }
         let leader = start(
             leader_store,
-            ServeOptions {
-                network: Network::Devnet,
-                schedule: Schedule::of(Network::Devnet),
-                block_delay_secs: 30,
-                listen: "127.0.0.1:0".parse()?,
-                metrics_listen: None,
-                cache_bytes: 16 << 20,
-                limits: Limits::default(),
-                max_lookback_epochs: i64::MAX,
-                max_wait: Duration::from_secs(1),
-                pool: Some((Arc::new(devnet.pool()), Auth::random()?)),
-            },
+            ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), Auth::random()?),
         )
         .await?;
 

@@ -116,17 +116,12 @@ async fn start_devnet(
         None => println!("admin token: {token}"),
     }
     let serve = ServeOptions {
-        network: Network::Devnet,
-        schedule: Schedule::of(Network::Devnet),
         block_delay_secs: devnet.block_secs(),
         listen,
         metrics_listen,
         cache_bytes: 64 << 20,
-        limits: Limits::default(),
-        // A leader answers for any height: the ingester walks back from the head.
-        max_lookback_epochs: i64::MAX,
         max_wait: std::time::Duration::from_secs(300),
-        pool: Some((Arc::new(devnet.pool()), auth)),
+        ..ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), auth)
     };
     info!(head = devnet.head().height(), "devnet chain opened");
     let server = lotus_follower::serve::start(store, serve).await?;

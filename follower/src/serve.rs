@@ -37,6 +37,35 @@ pub struct ServeOptions {
     pub pool: Option<(Arc<dyn MessagePool>, Auth)>,
 }
 
+impl ServeOptions {
+    /// `network` served on an ephemeral port of 127.0.0.1, without a metrics
+    /// listener, with the default limits: what tests and embedded uses start from.
+    pub fn local(network: Network) -> Self {
+        Self {
+            network,
+            schedule: Schedule::of(network),
+            block_delay_secs: network.block_delay_secs(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
+            cache_bytes: 16 << 20,
+            limits: Limits::default(),
+            max_lookback_epochs: 2880,
+            max_wait: Duration::from_secs(1),
+            pool: None,
+        }
+    }
+
+    /// As a leader serves: any height (an ingester walks back from the head),
+    /// and its message pool behind API tokens.
+    pub fn leader(self, pool: Arc<dyn MessagePool>, auth: Auth) -> Self {
+        Self {
+            max_lookback_epochs: i64::MAX,
+            pool: Some((pool, auth)),
+            ..self
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct RunningServer {
     pub rpc_address: SocketAddr,

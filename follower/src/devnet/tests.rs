@@ -13,9 +13,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::*;
 use crate::{
-    chain::{cbor, upgrades::Schedule},
+    chain::cbor,
     import::links,
-    rpc::Limits,
     rpc::auth::Perm,
     serve::{ServeOptions, start},
     store::{StoreBlockstore, embedded::EmbeddedStore},
@@ -225,16 +224,8 @@ async fn reorgs_and_growing_tipsets_reach_chain_notify_reverts_first() -> anyhow
     let server = start(
         store.clone(),
         ServeOptions {
-            network: Network::Devnet,
-            schedule: Schedule::of(Network::Devnet),
-            block_delay_secs: Network::Devnet.block_delay_secs(),
-            listen: "127.0.0.1:0".parse()?,
-            metrics_listen: None,
-            cache_bytes: 16 << 20,
-            limits: Limits::default(),
             max_lookback_epochs: i64::MAX,
-            max_wait: Duration::from_secs(1),
-            pool: None,
+            ..ServeOptions::local(Network::Devnet)
         },
     )
     .await?;
@@ -374,18 +365,7 @@ async fn a_pushed_message_is_included_and_its_receipt_found() -> anyhow::Result<
     let read = auth.token(Perm::Read)?;
     let server = start(
         store.clone(),
-        ServeOptions {
-            network: Network::Devnet,
-            schedule: Schedule::of(Network::Devnet),
-            block_delay_secs: Network::Devnet.block_delay_secs(),
-            listen: "127.0.0.1:0".parse()?,
-            metrics_listen: None,
-            cache_bytes: 16 << 20,
-            limits: Limits::default(),
-            max_lookback_epochs: i64::MAX,
-            max_wait: Duration::from_secs(1),
-            pool: Some((Arc::new(devnet.pool()), auth)),
-        },
+        ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), auth),
     )
     .await?;
     let at = server.rpc_address;
@@ -559,16 +539,8 @@ async fn replay_serves_exactly_the_car_up_to_each_height() -> anyhow::Result<()>
     let server = start(
         store.clone(),
         ServeOptions {
-            network: Network::Mainnet,
-            schedule: Schedule::of(Network::Mainnet),
-            block_delay_secs: Network::Mainnet.block_delay_secs(),
-            listen: "127.0.0.1:0".parse()?,
-            metrics_listen: None,
-            cache_bytes: 16 << 20,
-            limits: Limits::default(),
             max_lookback_epochs: i64::MAX,
-            max_wait: Duration::from_secs(1),
-            pool: None,
+            ..ServeOptions::local(Network::Mainnet)
         },
     )
     .await?;

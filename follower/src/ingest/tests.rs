@@ -6,10 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use super::*;
 use crate::{
-    chain::upgrades::Schedule,
     devnet::{Devnet, DevnetOptions},
     query::Chain,
-    rpc::{Limits, auth::Auth},
+    rpc::auth::Auth,
     serve::{RunningServer, ServeOptions, start},
     store::embedded::EmbeddedStore,
 };
@@ -30,16 +29,9 @@ async fn serve_leader(
     start(
         store,
         ServeOptions {
-            network: Network::Devnet,
-            schedule: Schedule::of(Network::Devnet),
             block_delay_secs: devnet.block_secs(),
             listen: listen.parse()?,
-            metrics_listen: None,
-            cache_bytes: 16 << 20,
-            limits: Limits::default(),
-            max_lookback_epochs: i64::MAX,
-            max_wait: Duration::from_secs(1),
-            pool: Some((Arc::new(devnet.pool()), Auth::random()?)),
+            ..ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), Auth::random()?)
         },
     )
     .await

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{Limits, protocol};
 use crate::{
-    chain::{Network, upgrades::Schedule},
+    chain::Network,
     import::import,
     query::Chain,
     serve::{RunningServer, ServeOptions, start},
@@ -40,16 +40,10 @@ impl Fixture {
             )?;
         }
         let options = ServeOptions {
-            network,
-            schedule: Schedule::of(network),
-            block_delay_secs: network.block_delay_secs(),
-            listen: "127.0.0.1:0".parse()?,
             metrics_listen: Some("127.0.0.1:0".parse()?),
             cache_bytes: 64 << 20,
             limits,
-            max_lookback_epochs: 2880,
-            max_wait: Duration::from_secs(1),
-            pool: None,
+            ..ServeOptions::local(network)
         };
         let server = start(store.clone(), options).await?;
         Ok(Some(Self {
