@@ -165,16 +165,17 @@ impl Ingester {
     ) -> Result<(), IngestError> {
         let mut frontier = roots;
         while !frontier.is_empty() {
-            let mut wanted = Vec::new();
             let mut seen = std::collections::HashSet::new();
-            for cid in frontier {
-                if is_identity(&cid) || fetched.contains_key(&cid) || !seen.insert(cid) {
-                    continue;
-                }
-                if !self.store.has_complete_block(&cid)? {
-                    wanted.push(cid);
-                }
-            }
+            let candidates: Vec<Cid> = frontier
+                .into_iter()
+                .filter(|cid| !is_identity(cid) && !fetched.contains_key(cid) && seen.insert(*cid))
+                .collect();
+            let complete = self.store.complete_blocks(&candidates)?;
+            let wanted: Vec<Cid> = candidates
+                .into_iter()
+                .zip(complete)
+                .filter_map(|(cid, complete)| (!complete).then_some(cid))
+                .collect();
             let blocks = self.leader.read_objs(&wanted)?;
             frontier = Vec::new();
             for (cid, bytes) in wanted.into_iter().zip(blocks) {

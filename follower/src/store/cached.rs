@@ -77,6 +77,10 @@ impl Store for CachedStore {
         self.inner.has_complete_block(cid)
     }
 
+    fn complete_blocks(&self, cids: &[Cid]) -> Result<Vec<bool>> {
+        self.inner.complete_blocks(cids)
+    }
+
     fn tipsets_at_height(&self, height: i64) -> Result<Vec<TipSetKey>> {
         self.inner.tipsets_at_height(height)
     }

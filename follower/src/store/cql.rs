@@ -31,8 +31,8 @@ use crate::chain::TipSetKey;
 const CHUNK: usize = 512 << 10;
 /// Heights share a partition in buckets of a day of epochs.
 const HEIGHT_BUCKET: i64 = 2880;
-/// Writes in flight at once within one batch.
-const PARALLEL_WRITES: usize = 64;
+/// Requests in flight at once within one call (a batch, a set of existence checks).
+const PARALLEL_REQUESTS: usize = 64;
 
 /// The schema, as idempotent statements (`IF NOT EXISTS`): migration 1.
 const MIGRATION_1: &[&str] = &[
@@ -180,35 +180,41 @@ impl CqlStore {
     }
 
     fn read_block(&self, table: &'static str, cid: &Cid) -> Result<Option<Vec<u8>>> {
-        let key = block_key(cid);
-        self.run(move |session| async move {
-            let rows = session
-                .execute_unpaged(
-                    format!("SELECT chunk, chunks, data FROM {table} WHERE k = ?"),
-                    (key,),
-                )
-                .await
-                .map_err(backend)?
-                .into_rows_result()
-                .map_err(backend)?;
-            let chunks: Vec<(i32, i32, Vec<u8>)> = rows
-                .rows::<(i32, i32, Vec<u8>)>()
-                .map_err(backend)?
-                .collect::<Result<_, _>>()
-                .map_err(backend)?;
-            // A block is there once every chunk is: a reader racing the
-            // writer sees it absent, never cut short.
-            let Some(&(_, count, _)) = chunks.first() else {
-                return Ok(None);
-            };
-            if usize::try_from(count).ok() != Some(chunks.len()) {
-                return Ok(None);
-            }
-            Ok(Some(
-                chunks.into_iter().flat_map(|(_, _, data)| data).collect(),
-            ))
-        })
+        let cid = *cid;
+        self.run(move |session| async move { fetch_block(&session, table, &cid).await })
     }
+}
+
+/// A block's chunks, joined. A block is there once every chunk is: a reader
+/// racing the writer sees it absent, never cut short.
+async fn fetch_block(
+    session: &CachingSession,
+    table: &'static str,
+    cid: &Cid,
+) -> Result<Option<Vec<u8>>> {
+    let rows = session
+        .execute_unpaged(
+            format!("SELECT chunk, chunks, data FROM {table} WHERE k = ?"),
+            (block_key(cid),),
+        )
+        .await
+        .map_err(backend)?
+        .into_rows_result()
+        .map_err(backend)?;
+    let chunks: Vec<(i32, i32, Vec<u8>)> = rows
+        .rows::<(i32, i32, Vec<u8>)>()
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    let Some(&(_, count, _)) = chunks.first() else {
+        return Ok(None);
+    };
+    if usize::try_from(count).ok() != Some(chunks.len()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        chunks.into_iter().flat_map(|(_, _, data)| data).collect(),
+    ))
 }
 
 async fn write_block(
@@ -340,6 +346,20 @@ impl Store for CqlStore {
 
     fn has_complete_block(&self, cid: &Cid) -> Result<bool> {
         Ok(self.read_block("blocks", cid)?.is_some())
+    }
+
+    fn complete_blocks(&self, cids: &[Cid]) -> Result<Vec<bool>> {
+        let cids = cids.to_vec();
+        self.run(move |session| async move {
+            stream::iter(cids)
+                .map(|cid| {
+                    let session = session.clone();
+                    async move { Ok(fetch_block(&session, "blocks", &cid).await?.is_some()) }
+                })
+                .buffered(PARALLEL_REQUESTS)
+                .try_collect()
+                .await
+        })
     }
 
     fn tipsets_at_height(&self, height: i64) -> Result<Vec<TipSetKey>> {
@@ -506,7 +526,7 @@ impl Store for CqlStore {
             for rows in [blocks, indices] {
                 stream::iter(rows)
                     .map(|row| write_row(&session, row))
-                    .buffer_unordered(PARALLEL_WRITES)
+                    .buffer_unordered(PARALLEL_REQUESTS)
                     .try_collect::<()>()
                     .await?;
             }

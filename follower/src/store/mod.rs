@@ -132,6 +132,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// descends only into blocks for which this is false.
     fn has_complete_block(&self, cid: &Cid) -> Result<bool>;
 
+    /// [`Store::has_complete_block`] for many blocks, in order: a networked
+    /// backend asks concurrently rather than one round trip after another.
+    fn complete_blocks(&self, cids: &[Cid]) -> Result<Vec<bool>> {
+        cids.iter()
+            .map(|cid| self.has_complete_block(cid))
+            .collect()
+    }
+
     /// Every tipset seen at this height (several when the chain forked).
     fn tipsets_at_height(&self, height: i64) -> Result<Vec<TipSetKey>>;
     /// The tipset named by these CIDs in any order, in its canonical order.
