@@ -27,6 +27,9 @@ enum Command {
     Run(RunArgs),
     /// Print the LotusFollowerCluster CustomResourceDefinition as YAML.
     Crdgen,
+    /// Print the images this release runs, one `<component>=<image>` a line
+    /// (`follower` for followers, ingester and devnet; `operator`).
+    Images,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +73,11 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Crdgen) => {
             print!("{}", lotus_follower_operator::crd_yaml()?);
+            return Ok(());
+        }
+        Some(Command::Images) => {
+            println!("follower={}", lotus_follower_operator::build::DEFAULT_IMAGE);
+            println!("operator={}", lotus_follower_operator::build::OPERATOR_IMAGE);
             return Ok(());
         }
         Some(Command::Run(args)) => args,

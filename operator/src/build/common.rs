@@ -8,8 +8,16 @@ use kube::{Resource, ResourceExt, api::ObjectMeta};
 use crate::crd::LotusFollowerCluster;
 
 /// The `lotus-follower` image when the resource names none: this operator's own version.
+/// With [`OPERATOR_IMAGE`] the one place image names live: the test bed tags what it
+/// builds with `lotus-follower-operator images`, and a test holds the manifests to it.
 pub const DEFAULT_IMAGE: &str = concat!(
     "ghcr.io/lotus-follower/lotus-follower:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// The operator's own image, as the install manifests name it.
+pub const OPERATOR_IMAGE: &str = concat!(
+    "ghcr.io/lotus-follower/lotus-follower-operator:",
     env!("CARGO_PKG_VERSION")
 );
 

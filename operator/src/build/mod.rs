@@ -11,7 +11,8 @@ pub mod monitoring;
 pub mod service;
 
 pub use common::{
-    DEFAULT_IMAGE, child_metadata, child_name, labels, owner_reference, selector_labels,
+    DEFAULT_IMAGE, OPERATOR_IMAGE, child_metadata, child_name, labels, owner_reference,
+    selector_labels,
 };
 
 /// A resource from a YAML fixture, as the API server would hand it over.
@@ -28,6 +29,16 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;
+
+    #[test]
+    fn the_install_manifests_run_this_releases_operator_image() {
+        let manifest = include_str!("../../../manifests/operator/deployment.yaml");
+        let images: Vec<&str> = manifest
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("image: "))
+            .collect();
+        assert_eq!(images, [OPERATOR_IMAGE]);
+    }
 
     #[test]
     fn the_rpc_service_selects_the_followers() -> anyhow::Result<()> {

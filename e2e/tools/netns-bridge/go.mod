@@ -1,0 +1,5 @@
+module lotus-follower.io/e2e/tools/netns-bridge
+
+go 1.26.0
+
+require golang.org/x/sys v0.50.0
