@@ -7,11 +7,7 @@
 //! passes its readiness probe, is reached through a ClusterIP Service by name
 //! from another pod, and through `kubectl port-forward` from the host.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -21,7 +17,7 @@ use kube::{
     Api,
     api::{ListParams, LogParams, PostParams},
 };
-use lotus_follower_e2e::{Check, TestBed, TestNamespace, wait_until};
+use lotus_follower_e2e::{Check, PortForward, TestBed, TestNamespace, curl, rpc, wait_until};
 use lotus_follower_operator::build::DEFAULT_IMAGE;
 use serde_json::{Value, json};
 
@@ -154,13 +150,13 @@ async fn the_follower_image_serves_dev_on_the_real_node() -> anyhow::Result<()> 
 
         // From the host: kubectl port-forward through the API server and the kubelet.
         let forward = PortForward::start(&ns.name, &format!("pod/{dev_name}"), &[1234, 9091])?;
-        let rpc = format!("http://127.0.0.1:{}/rpc/v1", forward.local_ports[0]);
-        let head = rpc_call(&rpc, "Filecoin.ChainHead")?;
+        let url = format!("http://127.0.0.1:{}/rpc/v1", forward.local_ports[0]);
+        let head = rpc(&url, "Filecoin.ChainHead", json!([]))?;
         let height = head["result"]["Height"].as_i64().unwrap_or(-1);
         println!("ChainHead through port-forward: height {height}");
         assert!(height >= 0, "{head}");
         for _ in 0..4 {
-            rpc_call(&rpc, "Filecoin.ChainHead")?;
+            rpc(&url, "Filecoin.ChainHead", json!([]))?;
         }
         let metrics = curl(&[&format!(
             "http://127.0.0.1:{}/metrics",
@@ -298,74 +294,4 @@ fn pod_phase(pod: &Pod) -> String {
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
-fn curl(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--max-time", "10"])
-        .args(args)
-        .output()?;
-    let body = String::from_utf8_lossy(&output.stdout).into_owned();
-    anyhow::ensure!(
-        output.status.success(),
-        "curl {args:?}: {} {body}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(body)
-}
-
-fn rpc_call(url: &str, method: &str) -> anyhow::Result<Value> {
-    let request = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).to_string();
-    Ok(serde_json::from_str(&curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &request,
-        url,
-    ])?)?)
-}
-
-/// `kubectl port-forward` to ephemeral local ports, stopped on drop.
-struct PortForward {
-    child: Child,
-    local_ports: Vec<u16>,
-}
-
-impl PortForward {
-    fn start(namespace: &str, target: &str, ports: &[u16]) -> anyhow::Result<Self> {
-        let mut child = Command::new("kubectl")
-            .args(["port-forward", "--namespace", namespace, target])
-            .args(ports.iter().map(|port| format!(":{port}")))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("kubectl port-forward has no stdout"))?;
-        // "Forwarding from 127.0.0.1:41234 -> 1234", one line per port.
-        let mut local_ports = Vec::new();
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(line) = lines.next() {
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
-                let local = rest.split_whitespace().next().unwrap_or_default();
-                local_ports.push(local.parse()?);
-                if local_ports.len() == ports.len() {
-                    // It reports every connection: keep reading, or it dies of SIGPIPE.
-                    std::thread::spawn(move || lines.for_each(drop));
-                    return Ok(Self { child, local_ports });
-                }
-            }
-        }
-        let _ = child.kill();
-        anyhow::bail!("kubectl port-forward {target} ended before forwarding {ports:?}")
-    }
-}
-
-impl Drop for PortForward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

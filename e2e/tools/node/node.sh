@@ -125,11 +125,13 @@ build_images() {
   done
   podman_testbed build -q --pull=never -f "$TOOLS/node/pause.Containerfile" -t "$PAUSE_IMAGE" \
     "$images/context" >/dev/null || die "podman could not build the pause image"
+  # The same follower image under a second name: an image change to roll a fleet to.
+  podman_testbed tag "${image[follower]}" "${image[follower]}-next"
   rm -f "$images"/*.tar
   podman_testbed save -q --format docker-archive -o "$images/all.tar" \
-    "${image[follower]}" "${image[operator]}" "$PAUSE_IMAGE" ||
+    "${image[follower]}" "${image[follower]}-next" "${image[operator]}" "$PAUSE_IMAGE" ||
     die "podman could not save the images"
-  printf '%s\n' "${image[follower]}" "${image[operator]}" >"$images/names"
+  printf '%s\n' "${image[follower]}" "${image[operator]}" "${image[follower]}-next" >"$images/names"
   for line in follower operator; do
     log "image ${image[$line]}: $(podman_testbed image inspect --format '{{.Size}}' "${image[$line]}" | numfmt --to=iec)"
   done

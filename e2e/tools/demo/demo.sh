@@ -1,0 +1,99 @@
+# Sourced by e2e/testbed: `demo`, the whole fleet as pods on the real node.
+#
+# The operator from the repository's manifests (crds/, manifests/operator/) as a
+# pod of its image; a devnet leader pod; the test bed's Cassandra behind a
+# Service; a LotusFollowerCluster whose ingester and followers are pods started
+# with exactly what the operator generated. Its RPC Service is port-forwarded to
+# the host until `e2e/testbed down`.
+
+readonly DEMO_NAMESPACE=lotus-follower-demo DEMO_KEYSPACE=lotus_demo DEMO_RESOURCE=demo
+readonly DEMO_INGESTER_ROLE=lotus_demo_ingester DEMO_FOLLOWER_ROLE=lotus_demo_follower
+readonly OPERATOR_NAMESPACE=lotus-follower-system
+
+base64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# A Lotus API token (HS256, Lotus's claims) signed with `secret`.
+lotus_token() { # secret permissions-json-array
+  local header payload signature
+  header=$(printf '{"alg":"HS256","typ":"JWT"}' | base64url)
+  payload=$(printf '{"Allow":%s}' "$2" | base64url)
+  signature=$(printf '%s.%s' "$header" "$payload" |
+    openssl dgst -sha256 -mac HMAC -macopt "key:$1" -binary | base64url)
+  printf '%s.%s.%s' "$header" "$payload" "$signature"
+}
+
+demo_cql() { cql_as "$STATE/cassandra/credentials" "$1" >/dev/null; }
+
+cmd_demo() {
+  [[ $(running_components | wc -l) -eq ${#COMPONENTS[@]} ]] || die "the test bed is not up: run 'e2e/testbed up' first"
+  local started=$SECONDS follower_image
+  follower_image=$(sed -n 1p "$IMAGES_DIR/names")
+
+  # A fresh demo each time: the previous one's namespace, keyspace and roles go.
+  stop demo-port-forward
+  kubectl_admin delete namespace "$DEMO_NAMESPACE" --ignore-not-found --wait=true --timeout=120s >/dev/null
+  demo_cql "DROP KEYSPACE IF EXISTS $DEMO_KEYSPACE"
+  demo_cql "DROP ROLE IF EXISTS $DEMO_INGESTER_ROLE"
+  demo_cql "DROP ROLE IF EXISTS $DEMO_FOLLOWER_ROLE"
+
+  # The database's owner makes the keyspace and the two roles: the ingester's
+  # creates tables and writes, the followers' may only SELECT.
+  local ingester_password follower_password api_secret
+  ingester_password=$(openssl rand -hex 16) follower_password=$(openssl rand -hex 16)
+  api_secret=$(openssl rand -hex 32)
+  demo_cql "CREATE KEYSPACE $DEMO_KEYSPACE WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+  demo_cql "CREATE ROLE $DEMO_INGESTER_ROLE WITH LOGIN = true AND PASSWORD = '$ingester_password'"
+  demo_cql "CREATE ROLE $DEMO_FOLLOWER_ROLE WITH LOGIN = true AND PASSWORD = '$follower_password'"
+  demo_cql "GRANT CREATE ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_INGESTER_ROLE"
+  demo_cql "GRANT ALTER ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_INGESTER_ROLE"
+  demo_cql "GRANT MODIFY ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_INGESTER_ROLE"
+  demo_cql "GRANT SELECT ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_INGESTER_ROLE"
+  demo_cql "GRANT SELECT ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_FOLLOWER_ROLE"
+
+  # The operator, from the repository's manifests, on the real node.
+  log "demo: installing the operator from crds/ and manifests/operator/"
+  kubectl_admin apply --server-side -f "$REPO_DIR/crds/" -f "$REPO_DIR/manifests/operator/" >"$LOGS/demo.log"
+  kubectl_admin patch deployment lotus-follower-operator --namespace "$OPERATOR_NAMESPACE" --type strategic \
+    -p "$(demo_placement_patch)" >>"$LOGS/demo.log"
+  kubectl_admin wait crd/lotusfollowerclusters.lotus-follower.io --for condition=Established --timeout 30s >>"$LOGS/demo.log"
+
+  log "demo: the leader, the database's Service and the fleet in namespace $DEMO_NAMESPACE"
+  kubectl_admin create namespace "$DEMO_NAMESPACE" >>"$LOGS/demo.log"
+  sed -e "s#@NAMESPACE@#$DEMO_NAMESPACE#g" -e "s#@KEYSPACE@#$DEMO_KEYSPACE#g" \
+    -e "s#@INGESTER_ROLE@#$DEMO_INGESTER_ROLE#g" -e "s#@INGESTER_PASSWORD@#$ingester_password#g" \
+    -e "s#@FOLLOWER_ROLE@#$DEMO_FOLLOWER_ROLE#g" -e "s#@FOLLOWER_PASSWORD@#$follower_password#g" \
+    -e "s#@API_SECRET@#$api_secret#g" -e "s#@READ_TOKEN@#$(lotus_token "$api_secret" '["read"]')#g" \
+    -e "s#@NODE_IP@#$NODE_IP#g" -e "s#@NODE_NAME@#$NODE_NAME#g" -e "s#@NODE_TAINT@#$NODE_TAINT#g" \
+    -e "s#@FOLLOWER_IMAGE@#$follower_image#g" "$TOOLS/demo/fleet.yaml" |
+    kubectl_admin apply --namespace "$DEMO_NAMESPACE" -f - >>"$LOGS/demo.log" ||
+    component_failed demo "the demo's objects were refused"
+
+  wait_for kube-apiserver 120 "the operator Available" kubectl_admin wait deployment/lotus-follower-operator \
+    --namespace "$OPERATOR_NAMESPACE" --for condition=Available --timeout 2s
+  wait_for kube-apiserver 180 "the demo fleet Ready" kubectl_admin wait "lfc/$DEMO_RESOURCE" \
+    --namespace "$DEMO_NAMESPACE" --for condition=Ready --timeout 2s
+
+  # The fleet's RPC Service on the host, until `down`.
+  start demo-port-forward "$K8S_DIR/bin/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" port-forward \
+    --namespace "$DEMO_NAMESPACE" "service/$DEMO_RESOURCE-rpc" :1234
+  local port=
+  wait_for demo-port-forward 30 "forwarding" grep -q 'Forwarding from 127.0.0.1:' "$LOGS/demo-port-forward.log"
+  port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$LOGS/demo-port-forward.log" | head -n 1)
+  log "demo: fleet Ready in $((SECONDS - started))s; kubectl get lfc -n $DEMO_NAMESPACE"
+  cat <<EOF
+export LOTUS_FOLLOWER_DEMO_RPC='http://127.0.0.1:$port/rpc/v1'
+export LOTUS_FOLLOWER_DEMO_NAMESPACE='$DEMO_NAMESPACE'
+export LOTUS_FOLLOWER_DEMO_RESOURCE='$DEMO_RESOURCE'
+export LOTUS_FOLLOWER_DEMO_LEADER_SERVICE='leader'
+EOF
+}
+
+# The manifests' operator Deployment runs anywhere; on this test bed only the
+# real node runs containers.
+demo_placement_patch() {
+  cat <<EOF
+{"spec": {"template": {"spec": {
+  "nodeSelector": {"kubernetes.io/hostname": "$NODE_NAME"},
+  "tolerations": [{"key": "$NODE_TAINT", "operator": "Exists", "effect": "NoSchedule"}]}}}}
+EOF
+}
