@@ -64,6 +64,23 @@ async fn the_schema_accepts_the_minimal_resource_and_refuses_bad_specs() -> anyh
         let typed = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name).get("demo").await?;
         println!("minimal LotusFollowerCluster accepted: network {:?}, {} followers", typed.spec.network, typed.spec.followers.replicas.unwrap_or_default());
 
+        // Pod placement is accepted and stored whole: a field the schema lacked
+        // would be pruned silently and missing here.
+        let placement = json!({
+            "nodeSelector": {"node-pool": "rpc"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "rpc", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "rpc"}}}},
+            ]}},
+            "podAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"},
+        });
+        create(with_spec("placed", json!({"ingester": placement.clone(), "followers": placement.clone()}))).await??;
+        let placed = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name).get("placed").await?;
+        let expected: lotus_follower_operator::crd::PodPlacement = serde_json::from_value(placement)?;
+        assert_eq!(placed.spec.ingester.placement, expected);
+        assert_eq!(placed.spec.followers.placement, expected);
+        println!("pod placement accepted and stored whole for the ingester and the followers");
+
         let refusals = [
             ("an unknown network", with_spec("bad-network", json!({"network": "no-such-network"})), "Unsupported value"),
             ("negative replicas", with_spec("bad-replicas", json!({"followers": {"replicas": -1}})), "greater than or equal to 0"),
@@ -89,6 +106,21 @@ async fn the_schema_accepts_the_minimal_resource_and_refuses_bad_specs() -> anyh
                 value
             }, "database.external is required"),
             ("a bad keyspace", with_spec("bad-keyspace", json!({"database": {"external": {"keyspace": "Bad-Name"}}})), "should match"),
+            (
+                "a pod annotation under the operator's prefix",
+                with_spec("bad-annotation", json!({"followers": {"podAnnotations": {"lotus-follower.io/config": "x"}}})),
+                "reserved for the operator",
+            ),
+            (
+                "33 tolerations",
+                with_spec("bad-tolerations", json!({"ingester": {"tolerations": (0..33).map(|i| json!({"key": format!("t{i}"), "operator": "Exists"})).collect::<Vec<_>>()}})),
+                "at most 32",
+            ),
+            (
+                "33 node selector labels",
+                with_spec("bad-selector", json!({"followers": {"nodeSelector": (0..33).map(|i| (format!("l{i}"), json!("x"))).collect::<serde_json::Map<_, _>>()}})),
+                "at most 32",
+            ),
         ];
         for (what, value, expected) in refusals {
             match create(value).await? {
@@ -133,9 +165,22 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
         install_crd(&client, &LotusFollowerCluster::crd()).await?;
         let ns = TestNamespace::create(&client, "lfc-children").await?;
         let clusters = Api::<LotusFollowerCluster>::namespaced(client.clone(), &ns.name);
+        // Placement that keeps the pods on kwok's nodes, with the empty values a
+        // user may write (the server drops them; the built objects must too).
+        let placement = json!({
+            "nodeSelector": {"type": "kwok"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "rpc", "effect": "NoSchedule"}, {"operator": "Exists", "key": "", "effect": "NoExecute", "tolerationSeconds": 30}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}], "matchFields": []}},
+            ]}},
+            "podAnnotations": {"example.com/owner": "e2e"},
+        });
+        let mut followers = placement.clone();
+        merge(&mut followers, json!({"resources": {"requests": {"cpu": "100m"}}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}}));
         let spec = with_spec("fleet", json!({
             "database": {"external": {"ingesterCredentials": {"secretName": "db-ingester"}, "followerCredentials": {"secretName": "db-follower"}}},
-            "followers": {"resources": {"requests": {"cpu": "100m"}}, "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}},
+            "ingester": placement,
+            "followers": followers,
         }));
         let cluster = clusters.create(&PostParams::default(), &serde_json::from_value(spec)?).await?;
 
@@ -259,6 +304,68 @@ async fn the_install_manifests_are_accepted() -> anyhow::Result<()> {
             },
         )
         .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// `kubectl explain` describes the placement fields from the CRD's doc
+/// comments, down to the fields of Kubernetes' own types.
+#[tokio::test]
+async fn kubectl_explain_describes_pod_placement() -> anyhow::Result<()> {
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let client = bed.kube_client().await?;
+        install_crd(&client, &LotusFollowerCluster::crd()).await?;
+        let explain = |path: &'static str| {
+            let kubeconfig = bed.kubeconfig.clone();
+            move || {
+                let kubeconfig = kubeconfig.clone();
+                async move {
+                    let output = std::process::Command::new("kubectl")
+                        .args(["explain", path])
+                        .env("KUBECONFIG", &kubeconfig)
+                        .output()?;
+                    // kubectl wraps descriptions at the terminal's width: compare words.
+                    let text = String::from_utf8_lossy(&output.stdout)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let error = String::from_utf8_lossy(&output.stderr).into_owned();
+                    // The API server publishes a new CRD's OpenAPI a moment after it is established.
+                    Ok(Check::when(output.status.success(), text, error))
+                }
+            }
+        };
+        for (path, expected) in [
+            (
+                "lfc.spec.followers.tolerations",
+                ["Taints the pods tolerate", "tolerationSeconds"],
+            ),
+            (
+                "lfc.spec.ingester.nodeSelector",
+                ["Node labels a node must have", "<map[string]string>"],
+            ),
+            (
+                "lfc.spec.followers.affinity",
+                ["soft spread across nodes", "podAntiAffinity"],
+            ),
+            (
+                "lfc.spec.ingester.podAnnotations",
+                ["Annotations on the pod template", "lotus-follower.io/"],
+            ),
+        ] {
+            let text = wait_until(
+                &format!("kubectl explain {path}"),
+                Duration::from_secs(30),
+                explain(path),
+            )
+            .await?;
+            println!("kubectl explain {path}:\n{text}");
+            for want in expected {
+                assert!(text.contains(want), "{path}: {want:?} missing from\n{text}");
+            }
+        }
         Ok(())
     })
     .await

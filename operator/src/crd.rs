@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         autoscaling::v2::HorizontalPodAutoscalerBehavior,
-        core::v1::{EnvVar, ResourceRequirements},
+        core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration},
     },
     apimachinery::pkg::apis::meta::v1::Condition,
 };
@@ -180,6 +180,9 @@ pub struct IngesterSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub extra_env: Vec<EnvVar>,
+    /// Where the ingester's pod runs and the annotations it carries.
+    #[serde(flatten)]
+    pub placement: PodPlacement,
 }
 
 /// The followers: stateless, read-only JSON-RPC servers behind one Service.
@@ -224,6 +227,46 @@ pub struct FollowersSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub extra_env: Vec<EnvVar>,
+    /// Where the followers' pods run and the annotations they carry.
+    #[serde(flatten)]
+    pub placement: PodPlacement,
+}
+
+/// The prefix of the pod annotations the operator keeps for itself: users'
+/// `podAnnotations` under it are refused, so no key the operator sets later can
+/// ever collide with one a resource already uses.
+pub const RESERVED_ANNOTATION_PREFIX: &str = "lotus-follower.io/";
+
+/// Where a component's pods are scheduled, as in a pod spec, and the annotations
+/// on its pod template. Passed to the pods as given; the bounds keep the schema's
+/// CEL cost estimate finite and a spec reviewable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPlacement {
+    /// Node labels a node must have for the pods to run there (the pod spec's
+    /// `nodeSelector`), e.g. `{node-pool: rpc}`. At most 32 labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (the pod spec's `tolerations`), e.g. the taint of
+    /// a dedicated node pool. At most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Node affinity, pod affinity and pod anti-affinity (the pod spec's
+    /// `affinity`), passed as given. The followers keep their own soft spread
+    /// across nodes (a topology spread constraint on `kubernetes.io/hostname`,
+    /// not an affinity) beside it; it counts only the nodes this affinity, the
+    /// node selector and the tolerations allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Annotations on the pod template (e.g. for a cluster autoscaler or a mesh).
+    /// Keys under `lotus-follower.io/` are the operator's and refused. At most 32.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = Rule::new("self.all(key, !key.startsWith('lotus-follower.io/'))")
+        .message("podAnnotations under lotus-follower.io/ are reserved for the operator"))]
+    pub pod_annotations: BTreeMap<String, String>,
 }
 
 /// Autoscaling of the followers: on the per-pod RPC rate
@@ -324,4 +367,71 @@ pub struct LotusFollowerClusterStatus {
     /// The RPC endpoint inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The properties of `spec.<component>` in the generated CRD.
+    fn component_fields(component: &str) -> anyhow::Result<Value> {
+        let crd = serde_json::to_value(LotusFollowerCluster::crd())?;
+        Ok(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"][component]["properties"]
+            .clone())
+    }
+
+    #[test]
+    fn pod_placement_is_bounded_and_described_for_both_components() -> anyhow::Result<()> {
+        for component in ["ingester", "followers"] {
+            let fields = component_fields(component)?;
+            for name in ["nodeSelector", "tolerations", "affinity", "podAnnotations"] {
+                let description = fields[name]["description"].as_str().unwrap_or_default();
+                assert!(
+                    !description.is_empty(),
+                    "{component}.{name} has a description for kubectl explain"
+                );
+            }
+            // Bounded, so CEL rules over them have a finite cost estimate.
+            assert_eq!(fields["tolerations"]["maxItems"], 32, "{component}");
+            assert_eq!(fields["nodeSelector"]["maxProperties"], 32, "{component}");
+            assert_eq!(fields["podAnnotations"]["maxProperties"], 32, "{component}");
+            // Kubernetes' own descriptions of its types reach kubectl explain too.
+            assert!(
+                fields["tolerations"]["items"]["properties"]["tolerationSeconds"]["description"]
+                    .is_string()
+            );
+            assert!(fields["affinity"]["properties"]["podAntiAffinity"]["description"].is_string());
+            let rules = fields["podAnnotations"]["x-kubernetes-validations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(rules.len(), 1, "{component}");
+            assert!(
+                rules[0]["rule"]
+                    .as_str()
+                    .is_some_and(|rule| rule.contains(RESERVED_ANNOTATION_PREFIX)),
+                "{rules:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_resource_without_placement_reads_and_writes_back_unchanged() -> anyhow::Result<()> {
+        let yaml = include_str!("build/fixtures/minimal.yaml");
+        let cluster: LotusFollowerCluster = serde_yaml::from_str(yaml)?;
+        assert_eq!(cluster.spec.followers.placement, PodPlacement::default());
+        let written = serde_json::to_value(&cluster.spec.followers)?;
+        for name in ["nodeSelector", "tolerations", "affinity", "podAnnotations"] {
+            assert!(
+                written.get(name).is_none(),
+                "{name} is not written when unset"
+            );
+        }
+        Ok(())
+    }
 }

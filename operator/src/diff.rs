@@ -261,4 +261,78 @@ mod tests {
         }
         assert!(is_applied(&json!({"port": 1234}), &json!({"port": 1234})));
     }
+
+    /// The placement of `fixtures/placement.yaml` as the followers' Deployment
+    /// carries it: a resync of the same resource writes nothing, and each kind of
+    /// change to it (a list item, a nested affinity field, a map key) is seen.
+    #[test]
+    fn pod_placement_round_trips_and_its_changes_count() -> anyhow::Result<()> {
+        use crate::build::{fixture, followers};
+
+        let cluster = fixture(include_str!("build/fixtures/placement.yaml"))?;
+        let desired = serde_json::to_value(followers::deployment(&cluster))?;
+        let mut live = desired.clone();
+        // What the server adds: defaults inside the placement's own items, and
+        // the fields others manage.
+        live["spec"]["template"]["spec"]["schedulerName"] = json!("default-scheduler");
+        live["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+            json!("2026-01-01T00:00:00Z");
+        live["metadata"]["managedFields"] = json!([{"manager": "op", "operation": "Apply", "fieldsV1": {
+            "f:spec": {"f:template": {
+                "f:metadata": {"f:annotations": {
+                    "f:cluster-autoscaler.kubernetes.io/safe-to-evict": {}, "f:example.com/owner": {}}},
+                "f:spec": {"f:nodeSelector": {"f:node-pool": {}}, "f:tolerations": {}, "f:affinity": {
+                    "f:nodeAffinity": {"f:preferredDuringSchedulingIgnoredDuringExecution": {}},
+                    "f:podAntiAffinity": {"f:requiredDuringSchedulingIgnoredDuringExecution": {}}}},
+            }},
+        }}]);
+        let owned = owned_fields(&live, "op");
+        assert!(is_applied(&desired, &live), "a no-op resync writes nothing");
+        assert!(!drops_fields(&owned, &desired));
+
+        let pod = |value: &Value| value["spec"]["template"]["spec"].clone();
+        let with_pod = |change: &dyn Fn(&mut Value)| {
+            let mut changed = desired.clone();
+            change(&mut changed["spec"]["template"]["spec"]);
+            changed
+        };
+        // Lists are compared whole: one toleration fewer, or another order.
+        let fewer = with_pod(&|pod| {
+            if let Some(items) = pod["tolerations"].as_array_mut() {
+                items.pop();
+            }
+        });
+        assert!(!is_applied(&fewer, &live));
+        let reordered = with_pod(&|pod| {
+            if let Some(items) = pod["tolerations"].as_array_mut() {
+                items.reverse();
+            }
+        });
+        assert!(!is_applied(&reordered, &live));
+        let reweighted = with_pod(&|pod| {
+            pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+                ["weight"] = json!(80);
+        });
+        assert!(!is_applied(&reweighted, &live));
+        let moved = with_pod(&|pod| pod["nodeSelector"]["node-pool"] = json!("rpc-2"));
+        assert!(!is_applied(&moved, &live));
+        // Maps are subsets: a key taken out is seen through what the last apply owned.
+        let mut unannotated = desired.clone();
+        if let Some(annotations) =
+            unannotated["spec"]["template"]["metadata"]["annotations"].as_object_mut()
+        {
+            annotations.remove("example.com/owner");
+        }
+        assert!(is_applied(&unannotated, &live));
+        assert!(drops_fields(&owned, &unannotated));
+        let unplaced = with_pod(&|pod| {
+            if let Some(fields) = pod.as_object_mut() {
+                fields.remove("affinity");
+                fields.remove("nodeSelector");
+            }
+        });
+        assert!(drops_fields(&owned, &unplaced));
+        assert_ne!(pod(&unplaced), pod(&desired));
+        Ok(())
+    }
 }

@@ -2,6 +2,8 @@
 //! DESIGN.md, restricted security context, probes on the health endpoints, spread
 //! across nodes. With autoscaling on, `replicas` is left to the HPA.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
@@ -16,7 +18,10 @@ use k8s_openapi::{
 };
 use kube::api::ObjectMeta;
 
-use super::common::{DEFAULT_IMAGE, child_metadata, labels, selector_labels};
+use super::{
+    common::{DEFAULT_IMAGE, child_metadata, labels, selector_labels},
+    placement::{place, pod_annotations},
+};
 use crate::crd::{CredentialsSecret, LotusFollowerCluster, NetworkName};
 
 pub const COMPONENT: &str = "follower";
@@ -236,6 +241,29 @@ fn probe(path: &str, period: i32) -> Probe {
     }
 }
 
+/// Followers spread over nodes, softly: a spread the cluster cannot satisfy
+/// (fewer nodes than followers, a small dedicated pool) must never leave a
+/// follower unscheduled. It is a topology spread constraint rather than an
+/// anti-affinity so that it composes with the resource's own `affinity`: the
+/// scheduler applies both. Skew is counted only over nodes the pods may run on
+/// — those the node selector and node affinity allow (`nodeAffinityPolicy`) and
+/// whose taints they tolerate (`nodeTaintsPolicy`) — so with a dedicated pool
+/// the followers spread across that pool, not across nodes they never reach.
+fn hostname_spread(selector: BTreeMap<String, String>) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "kubernetes.io/hostname".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector),
+            ..LabelSelector::default()
+        }),
+        node_affinity_policy: Some("Honor".into()),
+        node_taints_policy: Some("Honor".into()),
+        ..TopologySpreadConstraint::default()
+    }
+}
+
 pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     let followers = &cluster.spec.followers;
     let connection = connection(cluster, DatabaseRole::Follower);
@@ -304,6 +332,16 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
         ..Container::default()
     };
     let selector = selector_labels(cluster, COMPONENT);
+    let mut pod = PodSpec {
+        containers: vec![container],
+        // Followers never talk to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        security_context: Some(restricted_pod_security()),
+        topology_spread_constraints: Some(vec![hostname_spread(selector.clone())]),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    place(&mut pod, &followers.placement);
     Deployment {
         metadata: child_metadata(cluster, "followers", COMPONENT),
         spec: Some(DeploymentSpec {
@@ -319,26 +357,10 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(cluster, COMPONENT)),
+                    annotations: pod_annotations(&followers.placement, BTreeMap::new()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    // Followers never talk to the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    security_context: Some(restricted_pod_security()),
-                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
-                        max_skew: 1,
-                        topology_key: "kubernetes.io/hostname".into(),
-                        when_unsatisfiable: "ScheduleAnyway".into(),
-                        label_selector: Some(LabelSelector {
-                            match_labels: Some(selector),
-                            ..LabelSelector::default()
-                        }),
-                        ..TopologySpreadConstraint::default()
-                    }]),
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..DeploymentSpec::default()
         }),
@@ -479,6 +501,88 @@ mod tests {
             secret.name, "lotus-db-follower",
             "the followers' own Secret, never the ingester's"
         );
+        Ok(())
+    }
+
+    fn pod(deployment: &Deployment) -> &PodSpec {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.spec.as_ref())
+            .expect("a pod spec")
+    }
+
+    #[test]
+    fn placement_reaches_the_follower_pods_beside_their_hostname_spread() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/placement.yaml"))?;
+        let deployment = deployment(&cluster);
+        let pod = pod(&deployment);
+        assert_eq!(
+            pod.node_selector,
+            Some(BTreeMap::from([("node-pool".into(), "rpc".into())]))
+        );
+        let tolerations = pod.tolerations.clone().unwrap_or_default();
+        assert_eq!(tolerations.len(), 2, "both, in order");
+        assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(tolerations[1].toleration_seconds, Some(30));
+        let affinity = pod.affinity.as_ref().expect("the resource's affinity");
+        assert_eq!(
+            Some(affinity),
+            cluster.spec.followers.placement.affinity.as_ref(),
+            "passed as given"
+        );
+        // The user's required anti-affinity and the operator's soft spread both apply.
+        let spread = pod.topology_spread_constraints.clone().unwrap_or_default();
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+        assert_eq!(
+            (
+                spread[0].node_affinity_policy.as_deref(),
+                spread[0].node_taints_policy.as_deref()
+            ),
+            (Some("Honor"), Some("Honor")),
+            "skew counted over the nodes the followers may use"
+        );
+        let template = deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .expect("template metadata");
+        assert_eq!(
+            template.annotations,
+            Some(BTreeMap::from([
+                (
+                    "cluster-autoscaler.kubernetes.io/safe-to-evict".into(),
+                    "true".into()
+                ),
+                ("example.com/owner".into(), "rpc-team".into()),
+            ]))
+        );
+        assert_eq!(
+            template.labels,
+            Some(labels(&cluster, COMPONENT)),
+            "annotations never touch the labels the selector needs"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn without_placement_the_follower_pods_set_none() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/minimal.yaml"))?;
+        let deployment = deployment(&cluster);
+        let pod = pod(&deployment);
+        assert_eq!(
+            (&pod.node_selector, &pod.tolerations, &pod.affinity),
+            (&None, &None, &None)
+        );
+        let template = deployment
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .expect("template metadata");
+        assert_eq!(template.annotations, None);
+        assert!(pod.topology_spread_constraints.is_some(), "still spread");
         Ok(())
     }
 }

@@ -3,6 +3,8 @@
 //! `<name>-ingester` the operator creates, and a Role that may only get, update
 //! and patch that one Lease (RBAC `resourceNames` cannot limit `create`).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
@@ -20,6 +22,7 @@ use super::{
         DatabaseRole, METRICS_PORT, connection, restricted_container_security,
         restricted_pod_security, with_scratch_tmp,
     },
+    placement::{place, pod_annotations},
 };
 use crate::crd::LotusFollowerCluster;
 
@@ -116,6 +119,14 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
         volume_mounts: Some(mounts),
         ..Container::default()
     };
+    let mut pod = PodSpec {
+        containers: vec![container],
+        service_account_name: Some(child_name(cluster, "ingester")),
+        security_context: Some(restricted_pod_security()),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+    place(&mut pod, &ingester.placement);
     Deployment {
         metadata: metadata(cluster),
         spec: Some(DeploymentSpec {
@@ -135,15 +146,10 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(cluster, COMPONENT)),
+                    annotations: pod_annotations(&ingester.placement, BTreeMap::new()),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    service_account_name: Some(child_name(cluster, "ingester")),
-                    security_context: Some(restricted_pod_security()),
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..DeploymentSpec::default()
         }),
@@ -203,6 +209,43 @@ mod tests {
         assert_eq!(
             secret.name, "lotus-db-ingester",
             "the ingester's own Secret"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn placement_reaches_the_ingester_pod() -> anyhow::Result<()> {
+        let cluster = fixture(include_str!("fixtures/placement.yaml"))?;
+        let spec = deployment(&cluster).spec.expect("a spec");
+        let annotations = spec
+            .template
+            .metadata
+            .and_then(|metadata| metadata.annotations);
+        assert_eq!(
+            annotations,
+            Some(BTreeMap::from([(
+                "example.com/owner".into(),
+                "chain-team".into()
+            )])),
+            "the ingester's own, not the followers'"
+        );
+        let pod = spec.template.spec.expect("a pod spec");
+        assert_eq!(
+            pod.node_selector,
+            Some(BTreeMap::from([("node-pool".into(), "chain".into())]))
+        );
+        let tolerations = pod.tolerations.unwrap_or_default();
+        assert_eq!(tolerations.len(), 1);
+        assert_eq!(tolerations[0].value.as_deref(), Some("chain"));
+        assert_eq!(pod.affinity, None, "none given for the ingester");
+
+        let minimal = deployment(&fixture(include_str!("fixtures/minimal.yaml"))?)
+            .spec
+            .expect("a spec");
+        let pod = minimal.template.spec.expect("a pod spec");
+        assert_eq!(
+            (pod.node_selector, pod.tolerations, pod.affinity),
+            (None, None, None)
         );
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod disruption;
 pub mod followers;
 pub mod ingester;
 pub mod monitoring;
+pub mod placement;
 pub mod service;
 
 pub use common::{
