@@ -119,7 +119,7 @@ build_images() {
   revision=$(git -C "$REPO_DIR" rev-parse HEAD 2>/dev/null || echo unknown)
   for component in follower operator; do
     podman_testbed build -q --pull=never --target "$component" \
-      --build-arg BINARY_DIR=. --build-arg REVISION="$revision" \
+      --build-arg BINARY_DIR=. --build-arg VERSION="${image[$component]##*:}" --build-arg REVISION="$revision" \
       -f "$REPO_DIR/Containerfile" -t "${image[$component]}" "$images/context" >/dev/null ||
       die "podman could not build the $component image"
   done

@@ -9,9 +9,9 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-            TopologySpreadConstraint, Volume, VolumeMount,
+            HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec,
+            PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
+            SecurityContext, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -27,6 +27,14 @@ use crate::crd::{CredentialsSecret, LotusFollowerCluster, NetworkName};
 pub const COMPONENT: &str = "follower";
 pub const RPC_PORT: i32 = 1234;
 pub const METRICS_PORT: i32 = 9091;
+/// How long a stopping follower keeps serving before it is told to stop: long
+/// enough for the EndpointSlice controller and every node's kube-proxy to take
+/// it out of the Service, so no new request reaches a closed listener.
+pub const DRAIN_SECONDS: i64 = 5;
+/// How long `serve` lets calls in flight finish after SIGTERM (its
+/// `--shutdown-timeout` default); the grace period covers drain + this + slack.
+pub const SHUTDOWN_SECONDS: i64 = 10;
+pub const TERMINATION_GRACE_SECONDS: i64 = DRAIN_SECONDS + SHUTDOWN_SECONDS + 5;
 /// Replicas when the resource gives none and autoscaling is off.
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// The unprivileged user the container runs as.
@@ -326,6 +334,16 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
         ]),
         readiness_probe: Some(probe("/health/readyz", 5)),
         liveness_probe: Some(probe("/health/livez", 10)),
+        // The image has no shell: the kubelet's own sleep action.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: DRAIN_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         resources: followers.resources.clone(),
         security_context: Some(restricted_container_security()),
         volume_mounts: Some(mounts),
@@ -336,6 +354,7 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
         containers: vec![container],
         // Followers never talk to the Kubernetes API.
         automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         security_context: Some(restricted_pod_security()),
         topology_spread_constraints: Some(vec![hostname_spread(selector.clone())]),
         volumes: Some(volumes),
@@ -450,6 +469,27 @@ mod tests {
                 .and_then(|g| g.path.as_deref()),
             Some("/health/readyz")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_stopping_follower_drains_before_its_grace_period_ends() -> anyhow::Result<()> {
+        let deployment = deployment(&fixture(include_str!("fixtures/minimal.yaml"))?);
+        let drain = container(&deployment)
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .map(|s| s.seconds);
+        assert_eq!(drain, Some(DRAIN_SECONDS));
+        let grace = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.termination_grace_period_seconds)
+            .expect("a grace period");
+        // The kubelet kills at the end of the grace period, preStop included.
+        assert!(grace > DRAIN_SECONDS + SHUTDOWN_SECONDS, "{grace}");
         Ok(())
     }
 

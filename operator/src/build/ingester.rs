@@ -123,6 +123,9 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
         containers: vec![container],
         service_account_name: Some(child_name(cluster, "ingester")),
         security_context: Some(restricted_pod_security()),
+        // Time to finish the tipset being written and give the Lease up, so the
+        // next ingester takes over at once instead of after the Lease expires.
+        termination_grace_period_seconds: Some(super::followers::TERMINATION_GRACE_SECONDS),
         volumes: Some(volumes),
         ..PodSpec::default()
     };
