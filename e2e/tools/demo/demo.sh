@@ -12,13 +12,13 @@ readonly OPERATOR_NAMESPACE=lotus-follower-system
 
 base64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
-# A Lotus API token (HS256, Lotus's claims) signed with `secret`.
-lotus_token() { # secret permissions-json-array
+# A Lotus API token (HS256, Lotus's claims) signed with a key given in hex.
+lotus_token() { # key-hex permissions-json-array
   local header payload signature
   header=$(printf '{"alg":"HS256","typ":"JWT"}' | base64url)
   payload=$(printf '{"Allow":%s}' "$2" | base64url)
   signature=$(printf '%s.%s' "$header" "$payload" |
-    openssl dgst -sha256 -mac HMAC -macopt "key:$1" -binary | base64url)
+    openssl dgst -sha256 -mac HMAC -macopt "hexkey:$1" -binary | base64url)
   printf '%s.%s.%s' "$header" "$payload" "$signature"
 }
 
@@ -38,9 +38,13 @@ cmd_demo() {
 
   # The database's owner makes the keyspace and the two roles: the ingester's
   # creates tables and writes, the followers' may only SELECT.
-  local ingester_password follower_password api_secret
+  # The leader's JWT key in Lotus's own keystore format, and a read token made from it.
+  local ingester_password follower_password api_key api_secret
   ingester_password=$(openssl rand -hex 16) follower_password=$(openssl rand -hex 16)
-  api_secret=$(openssl rand -hex 32)
+  openssl rand 32 >"$STATE/demo-api-key"
+  api_key=$(od -An -tx1 "$STATE/demo-api-key" | tr -d ' \n')
+  api_secret=$(printf '{"Type":"jwt-hmac-secret","PrivateKey":"%s"}' "$(openssl base64 -A <"$STATE/demo-api-key")")
+  rm -f "$STATE/demo-api-key"
   demo_cql "CREATE KEYSPACE $DEMO_KEYSPACE WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
   demo_cql "CREATE ROLE $DEMO_INGESTER_ROLE WITH LOGIN = true AND PASSWORD = '$ingester_password'"
   demo_cql "CREATE ROLE $DEMO_FOLLOWER_ROLE WITH LOGIN = true AND PASSWORD = '$follower_password'"
@@ -62,7 +66,7 @@ cmd_demo() {
   sed -e "s#@NAMESPACE@#$DEMO_NAMESPACE#g" -e "s#@KEYSPACE@#$DEMO_KEYSPACE#g" \
     -e "s#@INGESTER_ROLE@#$DEMO_INGESTER_ROLE#g" -e "s#@INGESTER_PASSWORD@#$ingester_password#g" \
     -e "s#@FOLLOWER_ROLE@#$DEMO_FOLLOWER_ROLE#g" -e "s#@FOLLOWER_PASSWORD@#$follower_password#g" \
-    -e "s#@API_SECRET@#$api_secret#g" -e "s#@READ_TOKEN@#$(lotus_token "$api_secret" '["read"]')#g" \
+    -e "s#@API_SECRET@#$api_secret#g" -e "s#@READ_TOKEN@#$(lotus_token "$api_key" '["read"]')#g" \
     -e "s#@NODE_IP@#$NODE_IP#g" -e "s#@NODE_NAME@#$NODE_NAME#g" -e "s#@NODE_TAINT@#$NODE_TAINT#g" \
     -e "s#@FOLLOWER_IMAGE@#$follower_image#g" "$TOOLS/demo/fleet.yaml" |
     kubectl_admin apply --namespace "$DEMO_NAMESPACE" -f - >>"$LOGS/demo.log" ||

@@ -13,7 +13,8 @@ readonly NODE_STATE=$STATE/node
 readonly NODE_TAINT=lotus-follower.io/real-node
 # What the kubelet, the CNI plugins and containerd use outside our state
 # directory whatever they are told; `down` removes the ones `up` found missing.
-readonly NODE_HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/containerd /etc/cni /opt/cni)
+readonly NODE_HOST_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/containerd /etc/cni /opt/cni
+  /run/netns)
 # The host sysctls the kubelet changes; restored by `down`.
 readonly NODE_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 # Where a clean host's state is recorded at the first `up`, compared by `down`.
@@ -101,7 +102,7 @@ podman_testbed() {
 build_images() {
   local target=${CARGO_TARGET_DIR:-$CACHE/cargo-target} images=$IMAGES_DIR line started=$SECONDS
   log "building the release binaries for the images"
-  (cd "$REPO_DIR" && CARGO_INCREMENTAL=0 cargo build --release --locked -q \
+  (cd "$REPO_DIR" && CARGO_TARGET_DIR=$target CARGO_INCREMENTAL=0 cargo build --release --locked -q \
     -p lotus-follower -p lotus-follower-operator) || die "cargo could not build the release binaries"
   mkdir -p "$images/context"
   cp "$target/release/lotus-follower" "$target/release/lotus-follower-operator" "$images/context/"
@@ -128,7 +129,9 @@ build_images() {
   # The same follower image under a second name: an image change to roll a fleet to.
   podman_testbed tag "${image[follower]}" "${image[follower]}-next"
   rm -f "$images"/*.tar
-  podman_testbed save -q --format docker-archive -o "$images/all.tar" \
+  # One archive holding several images needs --multi-image-archive; without it
+  # podman writes the first image under every name.
+  podman_testbed save -q --multi-image-archive --format docker-archive -o "$images/all.tar" \
     "${image[follower]}" "${image[follower]}-next" "${image[operator]}" "$PAUSE_IMAGE" ||
     die "podman could not save the images"
   printf '%s\n' "${image[follower]}" "${image[operator]}" "${image[follower]}-next" >"$images/names"
@@ -141,23 +144,18 @@ build_images() {
 # ---------------------------------------------------------------------------
 # Host state: what `down` must leave as `up` found it.
 
+# One line a fact, each prefixed with its kind.
 host_snapshot() {
-  echo "# sysctls"
   local name
-  for name in "${NODE_SYSCTLS[@]}"; do sysctl "$name" 2>/dev/null || true; done
-  sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables 2>/dev/null || true
-  echo "# mounts"
-  awk '{print $5}' /proc/self/mountinfo | sort
-  echo "# network namespaces"
-  ls /run/netns 2>/dev/null || true
-  echo "# links"
-  ip -o link show | awk -F': ' '{print $2}' | sort
-  echo "# cgroups"
-  find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sort
-  echo "# paths"
-  for name in "${NODE_HOST_PATHS[@]}"; do [[ -e $name ]] && echo "$name"; done
-  echo "# iptables"
-  iptables -S 2>/dev/null | sort || true
+  for name in "${NODE_SYSCTLS[@]}" net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; do
+    sysctl "$name" 2>/dev/null | sed 's/^/sysctl /' || true
+  done
+  awk '{print "mount " $5}' /proc/self/mountinfo | sort
+  ls /run/netns 2>/dev/null | sed 's/^/netns /' || true
+  ip -o link show | awk -F': ' '{print "link " $2}' | sort
+  find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sed 's/^/cgroup /' | sort
+  for name in "${NODE_HOST_PATHS[@]}"; do [[ -e $name ]] && echo "path $name"; done
+  iptables -S 2>/dev/null | sed 's/^/iptables /' | sort || true
 }
 
 # The first `up` records the host; an `up` after a run nobody took down first
@@ -182,7 +180,7 @@ host_restored() {
     sed 's/^/    /' "$CACHE/host-diff" >&2
     return 1
   fi
-  log "host as before 'up' ($(grep -vc '^#' "$HOST_SNAPSHOT") sysctls, mounts, namespaces, links, cgroups, paths and rules compared)"
+  log "host as before 'up': $(cut -d' ' -f1 "$HOST_SNAPSHOT" | sort | uniq -c | awk '{printf "%s%s %ss", sep, $1, $2; sep=", "}') compared"
 }
 
 # ---------------------------------------------------------------------------
@@ -291,6 +289,10 @@ remove_node_leftovers() {
   done < <(awk '{print $5}' /proc/self/mountinfo |
     grep -E "^($STATE/node|/var/lib/kubelet|/run/containerd|/run/netns/cni-)" | sort -r)
   [[ -e /run/netns/$NETNS ]] && ip netns delete "$NETNS" 2>/dev/null
+  # `ip netns add` makes /run/netns a mount point of its own, and leaves it.
+  if [[ -f $HOST_SNAPSHOT ]] && ! grep -qxF "mount /run/netns" "$HOST_SNAPSHOT" && mountpoint -q /run/netns; then
+    umount /run/netns 2>/dev/null || true
+  fi
   # A cgroup goes once its processes are reaped: retry briefly.
   local top
   for top in kubepods k8s.io; do
@@ -301,14 +303,14 @@ remove_node_leftovers() {
   # Host paths the first `up` found missing.
   if [[ -f $HOST_SNAPSHOT ]]; then
     for path in "${NODE_HOST_PATHS[@]}"; do
-      grep -qxF "$path" "$HOST_SNAPSHOT" || rm -rf "$path"
+      grep -qxF "path $path" "$HOST_SNAPSHOT" || rm -rf "$path"
     done
   fi
   # The sysctls the kubelet changed, as the snapshot recorded them.
   if [[ -f $HOST_SNAPSHOT ]]; then
     local name
     for name in "${NODE_SYSCTLS[@]}"; do
-      grep -E "^${name//./\\.} = " "$HOST_SNAPSHOT" | sed 's/ = /=/' | xargs -r sysctl -qw
+      sed -n "s/^sysctl ${name//./\\.} = /$name=/p" "$HOST_SNAPSHOT" | xargs -r sysctl -qw
     done
   fi
 }
