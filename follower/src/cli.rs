@@ -148,6 +148,12 @@ pub struct ChainArgs {
     /// Write the admin API token here at start (default: print it).
     #[arg(long, env = "LOTUS_FOLLOWER_TOKEN_FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// The key API tokens are signed with (HS256), so tokens survive restarts and
+    /// can be made beforehand: Lotus's keystore `KeyInfo` JSON, `lotus-shed jwt
+    /// new`'s hex of it, or raw bytes. Created (0600, 32 random bytes, Lotus's
+    /// format) when missing. Default: a new random key at every start.
+    #[arg(long, env = "LOTUS_FOLLOWER_API_SECRET_FILE")]
+    pub api_secret_file: Option<std::path::PathBuf>,
 }
 
 impl ChainArgs {

@@ -6,15 +6,12 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 use clap::Parser;
 use lotus_follower::{
     chain::{Network, upgrades::Schedule},
-    cli::{Cli, Command, DevArgs, DevnetArgs, ImportArgs, IngestArgs, ServeArgs},
-    devnet::{Devnet, DevnetError, DevnetOptions, replay::Replay},
+    cli::{ChainArgs, Cli, Command, DevArgs, DevnetArgs, ImportArgs, IngestArgs, ServeArgs},
+    devnet::{Devnet, DevnetError, DevnetOptions, api_secret, replay::Replay},
     import::{self, Progress},
     ingest::{Ingester, leader::Leader, lease::LeaseHolder},
     metrics::Metrics,
-    rpc::{
-        Limits,
-        auth::{Auth, Perm},
-    },
+    rpc::{Limits, auth::Perm},
     serve::{RunningServer, ServeOptions},
     store::{CqlLogin, Store, StoreUrl},
 };
@@ -41,7 +38,7 @@ fn main() -> ExitCode {
                 args.listen,
                 args.metrics_listen,
                 args.chain.options(std::time::Duration::from_secs(30)),
-                args.chain.token_file.as_deref(),
+                &args.chain,
             ),
         },
         Command::Dev(args) => run_dev(args),
@@ -102,13 +99,13 @@ async fn start_devnet(
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
     options: DevnetOptions,
-    token_file: Option<&std::path::Path>,
+    chain: &ChainArgs,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(RunningServer, JoinHandle<Result<(), DevnetError>>)> {
     let devnet = tokio::task::block_in_place(|| Devnet::open(store.clone(), options, None))?;
-    let auth = Auth::random()?;
+    let auth = api_secret::auth(chain.api_secret_file.as_deref())?;
     let token = auth.token(Perm::Admin)?;
-    match token_file {
+    match chain.token_file.as_deref() {
         Some(path) => {
             write_private(path, &token)?;
             info!(path = %path.display(), "admin token written");
@@ -144,20 +141,13 @@ fn run_devnet(
     listen: SocketAddr,
     metrics_listen: SocketAddr,
     options: DevnetOptions,
-    token_file: Option<&std::path::Path>,
+    chain: &ChainArgs,
 ) -> anyhow::Result<()> {
     let store = store?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (server, mut producer) = start_devnet(
-            store,
-            listen,
-            Some(metrics_listen),
-            options,
-            token_file,
-            stopped,
-        )
-        .await?;
+        let (server, mut producer) =
+            start_devnet(store, listen, Some(metrics_listen), options, chain, stopped).await?;
         let result = until_interrupted(&mut producer).await;
         let _ = stop.send(true);
         info!("shutting down: closing channels");
@@ -235,6 +225,10 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 
 /// `devnet --replay`: the CAR's chain revealed epoch by epoch, served read-only.
 fn run_replay(args: &DevnetArgs, car: &str) -> anyhow::Result<()> {
+    if args.chain.api_secret_file.is_some() || args.chain.token_file.is_some() {
+        // A replay serves reads only: it has no pool and checks no tokens.
+        tracing::warn!("--api-secret-file and --token-file are unused with --replay");
+    }
     let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
     let replay = Replay::open(store.clone(), car, args.network)?;
     info!(
@@ -291,7 +285,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
                 args.leader_listen,
                 None,
                 args.chain.options(std::time::Duration::from_secs(4)),
-                args.chain.token_file.as_deref(),
+                &args.chain,
                 stopped.clone(),
             )
             .await?;

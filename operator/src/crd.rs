@@ -254,10 +254,10 @@ pub struct PodPlacement {
     #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
     /// Node affinity, pod affinity and pod anti-affinity (the pod spec's
-    /// `affinity`), passed as given. The followers keep their own soft spread
-    /// across nodes (a topology spread constraint on `kubernetes.io/hostname`,
-    /// not an affinity) beside it; it counts only the nodes this affinity, the
-    /// node selector and the tolerations allow.
+    /// `affinity`), passed as given. For the followers, the operator's own soft
+    /// spread across nodes (a topology spread constraint on
+    /// `kubernetes.io/hostname`, not an affinity) stays beside it and counts only
+    /// the nodes this affinity, the node selector and the tolerations allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
     /// Annotations on the pod template (e.g. for a cluster autoscaler or a mesh).

@@ -4,6 +4,7 @@
 //! growing tipsets and reorgs. The serve layer answers the Lotus API from the
 //! same store; `MpoolPush` and friends reach the pool here.
 
+pub mod api_secret;
 pub mod keys;
 pub mod mpool;
 mod overlay;

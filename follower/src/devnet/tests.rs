@@ -616,3 +616,60 @@ async fn replay_serves_exactly_the_car_up_to_each_height() -> anyhow::Result<()>
     server.stop().await;
     Ok(())
 }
+
+/// `--api-secret-file`: a token minted from the key file before the devnet
+/// starts is accepted by it, and still after a restart on the same file; a
+/// token signed with another key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_the_api_secret_file_are_accepted_before_and_after_a_restart()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key_file = dir.path().join("api-secret");
+    // Prepared beforehand, as a Kubernetes Secret would hold them.
+    let write = api_secret::load_or_create(&key_file)?
+        .auth()
+        .token(Perm::Write)?;
+    let foreign = crate::rpc::auth::Auth::random()?.token(Perm::Write)?;
+    let user = Account::derive(0, 0)?;
+    let fresh = Account::derive(99, 1)?.address;
+
+    for start_number in [1, 2] {
+        // Only the key file carries over from one start to the next: tokens
+        // depend on nothing else (the chain's own restart is tested above).
+        let chain_dir = tempfile::tempdir()?;
+        let (store, mut devnet) = open(&chain_dir, DevnetOptions::default())?;
+        devnet.produce(1)?;
+        let auth = api_secret::auth(Some(key_file.as_path()))?;
+        let server = start(
+            store.clone(),
+            ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), auth),
+        )
+        .await?;
+        let at = server.rpc_address;
+        // Never included (nothing is produced after it), so nonce 0 again after the restart.
+        let body = json!([user.transfer(fresh, 0, 1)?.to_json(Network::Devnet)?]);
+        let (status, refused) = call(
+            at,
+            "/rpc/v1",
+            Some(&foreign),
+            "Filecoin.MpoolPush",
+            body.clone(),
+        )
+        .await?;
+        assert_eq!(status, 401, "another key's token: {refused}");
+        let (status, pushed) =
+            call(at, "/rpc/v1", Some(&write), "Filecoin.MpoolPush", body).await?;
+        assert_eq!(status, 200, "start {start_number}: {pushed}");
+        assert!(
+            pushed["result"]["/"].is_string(),
+            "start {start_number}: {pushed}"
+        );
+        println!("start {start_number}: MpoolPush accepted the token made beforehand");
+        server.stop().await;
+        drop((devnet, store));
+    }
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_file)?.permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    Ok(())
+}

@@ -1,6 +1,6 @@
-//! A component's `podPlacement` on its pod template: node selector, tolerations
-//! and affinity on the pod spec as the resource gives them, and the pod
-//! annotations merged with the operator's own.
+//! A component's placement (`PodPlacement`: `nodeSelector`, `tolerations`,
+//! `affinity`, `podAnnotations`) on its pod template: the first three on the pod
+//! spec as the resource gives them, the annotations merged with the operator's own.
 //!
 //! Rules, shared by the ingester and the followers:
 //! - unset fields stay unset (never an empty list or map), so a resource without
