@@ -28,6 +28,7 @@ fn options(bed: &TestBed, keyspace: &str, user: &str, password: &str) -> CqlOpti
         request_timeout: Duration::from_secs(10),
         // The test bed's single Cassandra node is in the default datacenter.
         local_dc: Some("datacenter1".into()),
+        address_map: Vec::new(),
     }
 }
 

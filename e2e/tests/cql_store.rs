@@ -46,6 +46,7 @@ fn open() -> anyhow::Result<(Keyspace, CqlStore)> {
         password: Some(bed.cql_password.clone()),
         request_timeout: Duration::from_secs(10),
         local_dc: None,
+        address_map: Vec::new(),
     })?;
     store.create_tables()?;
     Ok((

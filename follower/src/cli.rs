@@ -114,6 +114,29 @@ pub struct CqlArgs {
     /// The CA certificate (PEM) that signs the database's TLS certificate.
     #[arg(long, env = "LOTUS_FOLLOWER_CQL_TLS_CA_FILE")]
     pub cql_tls_ca_file: Option<std::path::PathBuf>,
+    /// `<reported>=<reachable>`: connect to a node the database reports at
+    /// `<reported>` (its `rpc_address`:port) through `<reachable>` instead — for
+    /// a database behind NAT, a load balancer or a port forward. Repeatable;
+    /// once given, every node must be listed.
+    #[arg(
+        long = "cql-address-map",
+        env = "LOTUS_FOLLOWER_CQL_ADDRESS_MAP",
+        value_delimiter = ',',
+        value_parser = parse_address_mapping
+    )]
+    pub cql_address_map: Vec<(SocketAddr, SocketAddr)>,
+}
+
+fn parse_address_mapping(text: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let (reported, reachable) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text}: expected <reported ip:port>=<reachable ip:port>"))?;
+    let parse = |address: &str| {
+        address
+            .parse::<SocketAddr>()
+            .map_err(|error| format!("{address}: {error} (an IP address and port)"))
+    };
+    Ok((parse(reported)?, parse(reachable)?))
 }
 
 impl CqlArgs {
@@ -124,6 +147,7 @@ impl CqlArgs {
             request_timeout: self.cql_request_timeout,
             local_dc: self.cql_local_dc.clone(),
             tls_ca_file: self.cql_tls_ca_file.clone(),
+            address_map: self.cql_address_map.clone(),
         }
     }
 }

@@ -180,7 +180,7 @@ host_restored() {
     sed 's/^/    /' "$CACHE/host-diff" >&2
     return 1
   fi
-  log "host as before 'up': $(cut -d' ' -f1 "$HOST_SNAPSHOT" | sort | uniq -c | awk '{printf "%s%s %ss", sep, $1, $2; sep=", "}') compared"
+  log "host as before 'up': $(cut -d' ' -f1 "$HOST_SNAPSHOT" | sort | uniq -c | awk '{printf "%s%s %s", sep, $2, $1; sep=", "}') compared"
 }
 
 # ---------------------------------------------------------------------------

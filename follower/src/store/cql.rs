@@ -58,6 +58,8 @@ pub struct CqlOptions {
     pub request_timeout: Duration,
     /// The datacenter whose nodes are asked first.
     pub local_dc: Option<String>,
+    /// Reported node address → the address to connect to instead.
+    pub address_map: Vec<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 pub struct CqlStore {
@@ -130,6 +132,11 @@ impl CqlStore {
             .use_keyspace(&options.keyspace, false);
         if let (Some(user), Some(password)) = (&options.username, &options.password) {
             builder = builder.user(user, password);
+        }
+        if !options.address_map.is_empty() {
+            let map: std::collections::HashMap<_, _> =
+                options.address_map.iter().copied().collect();
+            builder = builder.address_translator(Arc::new(map));
         }
         let session = runtime.block_on(builder.build()).map_err(|error| {
             backend(format!(

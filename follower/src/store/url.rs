@@ -1,6 +1,6 @@
 //! `--store` values: `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
     Result, Store, StoreError,
@@ -18,6 +18,8 @@ pub struct CqlLogin {
     pub request_timeout: Option<Duration>,
     pub local_dc: Option<String>,
     pub tls_ca_file: Option<PathBuf>,
+    /// Reported node address → the address to connect to instead.
+    pub address_map: Vec<(SocketAddr, SocketAddr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,7 @@ impl StoreUrl {
                     password,
                     request_timeout: login.request_timeout.unwrap_or(Duration::from_secs(10)),
                     local_dc: login.local_dc.clone(),
+                    address_map: login.address_map.clone(),
                 })?))
             }
         }
