@@ -158,16 +158,23 @@ async fn the_fleet_runs_as_pods_behind_its_service() -> anyhow::Result<()> {
     .await
 }
 
-async fn replaced_follower_is_ready_within_seconds(pods: &Api<Pod>, victim: &Pod) -> anyhow::Result<()> {
+async fn replaced_follower_is_ready_within_seconds(
+    pods: &Api<Pod>,
+    victim: &Pod,
+) -> anyhow::Result<()> {
     let deleted = Instant::now();
-    pods.delete(&victim.name_any(), &DeleteParams::default()).await?;
+    pods.delete(&victim.name_any(), &DeleteParams::default())
+        .await?;
     let replacement = wait_until("a replacement follower Ready", SETTLE, || async {
         let ready = component_pods(pods, "followers")
             .await?
             .into_iter()
             .filter(|p| p.name_any() != victim.name_any() && pod_ready(p))
             .collect::<Vec<_>>();
-        let newest = ready.iter().max_by_key(|p| p.metadata.creation_timestamp.clone()).cloned();
+        let newest = ready
+            .iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone())
+            .cloned();
         Ok(match newest {
             Some(pod) if ready.len() == 3 => Check::Done(pod),
             _ => Check::Pending(format!("{} ready", ready.len())),
@@ -183,7 +190,7 @@ async fn replaced_follower_is_ready_within_seconds(pods: &Api<Pod>, victim: &Pod
         .and_then(|c| c.last_transition_time.clone())
         .map(|t| t.0);
     if let (Some(created), Some(ready_at)) = (created, ready_at) {
-        let seconds = (ready_at - created).as_seconds_f64();
+        let seconds = ready_at.duration_since(created).as_secs_f64();
         println!(
             "deleted follower replaced: pod created → Ready in {seconds:.0}s (≈{:.1}s after the delete)",
             deleted.elapsed().as_secs_f64()
@@ -219,39 +226,62 @@ async fn image_roll_loses_no_request(client: &kube::Client, demo: &Demo) -> anyh
     tokio::time::sleep(Duration::from_secs(3)).await;
     let patch = json!({"spec": {"ingester": {"image": next}, "followers": {"image": next}}});
     fleets
-        .patch(&demo.resource, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &demo.resource,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
     let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns);
-    let mut order = Vec::new();
-    wait_until("both Deployments rolled to the next image", SETTLE, || async {
-        let image_of = |d: &k8s_openapi::api::apps::v1::Deployment| {
-            d.spec.as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|s| s.containers.first())
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default()
-        };
-        let ingester = deployments.get(&format!("{}-ingester", demo.resource)).await?;
-        let followers = deployments.get(&format!("{}-followers", demo.resource)).await?;
-        let seen = (image_of(&ingester) == next, image_of(&followers) == next);
-        if order.last() != Some(&seen) {
-            order.push(seen);
-        }
-        let done = seen == (true, true)
-            && followers.status.as_ref().and_then(|s| s.updated_replicas) == Some(3)
-            && followers.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
-            && followers.status.as_ref().and_then(|s| s.replicas) == Some(3);
-        Ok(Check::when(done, (), format!("{seen:?}")))
-    })
+    // (ingester on the next image, followers on the next image), each change once.
+    let order = std::cell::RefCell::new(Vec::new());
+    let (deployments, order_ref, next_ref) = (&deployments, &order, &next);
+    wait_until(
+        "both Deployments rolled to the next image",
+        SETTLE,
+        || async move {
+            let (order, next) = (order_ref, next_ref);
+            let image_of = |d: &k8s_openapi::api::apps::v1::Deployment| {
+                d.spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default()
+            };
+            let ingester = deployments
+                .get(&format!("{}-ingester", demo.resource))
+                .await?;
+            let followers = deployments
+                .get(&format!("{}-followers", demo.resource))
+                .await?;
+            let seen = (image_of(&ingester) == *next, image_of(&followers) == *next);
+            if order.borrow().last() != Some(&seen) {
+                order.borrow_mut().push(seen);
+            }
+            let done = seen == (true, true)
+                && followers.status.as_ref().and_then(|s| s.updated_replicas) == Some(3)
+                && followers.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
+                && followers.status.as_ref().and_then(|s| s.replicas) == Some(3);
+            Ok(Check::when(done, (), format!("{seen:?}")))
+        },
+    )
     .await?;
+    let order = order.into_inner();
     println!("image roll order (ingester, followers): {order:?}");
-    assert!(!order.contains(&(false, true)), "followers before the ingester: {order:?}");
+    assert!(
+        !order.contains(&(false, true)),
+        "followers before the ingester: {order:?}"
+    );
 
     let output = tokio::task::spawn_blocking(move || poller.wait_with_output()).await??;
     let codes = String::from_utf8_lossy(&output.stdout);
     let total = codes.lines().count();
     let failed: Vec<&str> = codes.lines().filter(|code| *code != "200").collect();
-    println!("requests during the roll: {total}, failed: {}", failed.len());
+    println!(
+        "requests during the roll: {total}, failed: {}",
+        failed.len()
+    );
     assert!(total >= 1000, "{total} requests");
     assert!(failed.is_empty(), "failed: {failed:?}");
     Ok(())
@@ -286,15 +316,19 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
 /// Subscribes to ChainNotify and returns the heights of the first `applies` apply batches.
 async fn chain_notify_heights(url: &str, applies: usize) -> anyhow::Result<Vec<i64>> {
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainNotify", "params": []});
+    let request =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainNotify", "params": []});
     socket.send(Message::text(request.to_string())).await?;
     let mut heights = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while heights.len() < applies && Instant::now() < deadline {
-        let Some(message) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await? else {
+        let Some(message) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await?
+        else {
             break;
         };
-        let Message::Text(text) = message? else { continue };
+        let Message::Text(text) = message? else {
+            continue;
+        };
         let value: Value = serde_json::from_str(&text)?;
         if value["method"] != "xrpc.ch.val" {
             continue;

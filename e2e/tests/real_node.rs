@@ -46,13 +46,19 @@ async fn the_real_node_is_ready_beside_kwoks_untouched_nodes() -> anyhow::Result
         );
         assert_eq!(info.kubelet_version, "v1.36.3");
         assert!(
-            info.container_runtime_version.starts_with("containerd://2."),
+            info.container_runtime_version
+                .starts_with("containerd://2."),
             "{}",
             info.container_runtime_version
         );
         assert!(is_ready(&real), "the real node is not Ready");
         // Tainted, so pods that do not ask for it (every kwok-tier test) never land there.
-        let taints = real.spec.clone().unwrap_or_default().taints.unwrap_or_default();
+        let taints = real
+            .spec
+            .clone()
+            .unwrap_or_default()
+            .taints
+            .unwrap_or_default();
         assert!(
             taints
                 .iter()
@@ -65,7 +71,9 @@ async fn the_real_node_is_ready_beside_kwoks_untouched_nodes() -> anyhow::Result
             !annotations.keys().any(|k| k.starts_with("kwok.x-k8s.io/")),
             "{annotations:?}"
         );
-        let kwok = nodes.list(&ListParams::default().labels("type=kwok")).await?;
+        let kwok = nodes
+            .list(&ListParams::default().labels("type=kwok"))
+            .await?;
         assert_eq!(kwok.items.len(), 3);
         for node in &kwok.items {
             assert!(is_ready(node), "{:?} not Ready", node.metadata.name);
@@ -95,10 +103,16 @@ async fn the_follower_image_serves_dev_on_the_real_node() -> anyhow::Result<()> 
         // a readiness probe on the follower's /health/readyz, behind a Service.
         let started = Instant::now();
         ns.api::<Deployment>()
-            .create(&PostParams::default(), &serde_json::from_value(dev_deployment(&node))?)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(dev_deployment(&node))?,
+            )
             .await?;
         ns.api::<Service>()
-            .create(&PostParams::default(), &serde_json::from_value(dev_service())?)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(dev_service())?,
+            )
             .await?;
         let pods = ns.api::<Pod>();
         let dev_pod = wait_until("the dev pod Ready on the real node", READY, || async {
@@ -223,8 +237,10 @@ fn dev_deployment(node: &str) -> Value {
             "--block-time=2s",
         ],
     );
-    dev["ports"] = json!([{"name": "rpc", "containerPort": 1234}, {"name": "metrics", "containerPort": 9091}]);
-    dev["readinessProbe"] = json!({"httpGet": {"path": "/health/readyz", "port": "rpc"}, "periodSeconds": 1});
+    dev["ports"] =
+        json!([{"name": "rpc", "containerPort": 1234}, {"name": "metrics", "containerPort": 9091}]);
+    dev["readinessProbe"] =
+        json!({"httpGet": {"path": "/health/readyz", "port": "rpc"}, "periodSeconds": 1});
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",

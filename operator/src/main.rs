@@ -77,7 +77,10 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Images) => {
             println!("follower={}", lotus_follower_operator::build::DEFAULT_IMAGE);
-            println!("operator={}", lotus_follower_operator::build::OPERATOR_IMAGE);
+            println!(
+                "operator={}",
+                lotus_follower_operator::build::OPERATOR_IMAGE
+            );
             return Ok(());
         }
         Some(Command::Run(args)) => args,
