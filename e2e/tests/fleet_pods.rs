@@ -71,14 +71,28 @@ async fn the_fleet_runs_as_pods_behind_its_service() -> anyhow::Result<()> {
         let fleets = Api::<LotusFollowerCluster>::namespaced(client.clone(), ns);
         let pods = Api::<Pod>::namespaced(client.clone(), ns);
 
-        // Ready, with the conditions the real ingester's Lease drives.
-        let fleet = fleets.get(&demo.resource).await?;
-        let status = fleet.status.clone().unwrap_or_default();
-        for condition in ["Ready", "HeadInSync", "LeaderReady", "DatabaseReady"] {
-            let found = status.conditions.iter().find(|c| c.type_ == condition);
-            assert_eq!(found.map(|c| c.status.as_str()), Some("True"), "{condition}: {found:?}");
-        }
-        println!("status: phase {:?}, followers {:?}, head {:?}", status.phase, status.followers, status.head_height);
+        // Ready (the demo waited for it), then the conditions the real
+        // ingester's Lease drives, as its first heads are published.
+        let conditions = ["Ready", "HeadInSync", "LeaderReady", "DatabaseReady"];
+        let status = wait_until("HeadInSync, LeaderReady and DatabaseReady True", SETTLE, || async {
+            let status = fleets.get(&demo.resource).await?.status.unwrap_or_default();
+            let not_true: Vec<String> = conditions
+                .iter()
+                .filter(|name| {
+                    !status.conditions.iter().any(|c| c.type_ == **name && c.status == "True")
+                })
+                .map(|name| name.to_string())
+                .collect();
+            Ok(Check::when(not_true.is_empty(), status, format!("not True: {not_true:?}")))
+        })
+        .await?;
+        println!(
+            "status after {:.0}s: phase {:?}, followers {:?}, head {:?}",
+            started.elapsed().as_secs_f64(),
+            status.phase,
+            status.followers,
+            status.head_height
+        );
 
         // The ingester pod holds the Lease and logs what it ingests.
         let ingester = component_pods(&pods, "ingester").await?;
