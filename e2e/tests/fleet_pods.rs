@@ -19,7 +19,10 @@ use kube::{
     api::{DeleteParams, ListParams, LogParams, Patch, PatchParams},
 };
 use lotus_follower_e2e::{Check, PortForward, TestBed, curl, rpc, wait_until};
-use lotus_follower_operator::crd::LotusFollowerCluster;
+use lotus_follower_operator::{
+    build::{followers, ingester},
+    crd::LotusFollowerCluster,
+};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -95,7 +98,7 @@ async fn the_fleet_runs_as_pods_behind_its_service() -> anyhow::Result<()> {
         );
 
         // The ingester pod holds the Lease and logs what it ingests.
-        let ingester = component_pods(&pods, "ingester").await?;
+        let ingester = component_pods(&pods, ingester::COMPONENT).await?;
         let ingester_name = ingester[0].name_any();
         let lease = Api::<Lease>::namespaced(client.clone(), ns)
             .get(&format!("{}-ingester", demo.resource))
@@ -105,7 +108,7 @@ async fn the_fleet_runs_as_pods_behind_its_service() -> anyhow::Result<()> {
         let log = pods.logs(&ingester_name, &LogParams::default()).await?;
         assert!(log.contains("ingested height="), "{log}");
 
-        let followers = component_pods(&pods, "followers").await?;
+        let followers = component_pods(&pods, followers::COMPONENT).await?;
         assert_eq!(followers.len(), 3);
         assert!(followers.iter().all(pod_ready));
 
@@ -180,7 +183,7 @@ async fn replaced_follower_is_ready_within_seconds(
     pods.delete(&victim.name_any(), &DeleteParams::default())
         .await?;
     let replacement = wait_until("a replacement follower Ready", SETTLE, || async {
-        let ready = component_pods(pods, "followers")
+        let ready = component_pods(pods, followers::COMPONENT)
             .await?
             .into_iter()
             .filter(|p| p.name_any() != victim.name_any() && pod_ready(p))
