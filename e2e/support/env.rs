@@ -54,7 +54,9 @@ impl TestBed {
             cql_password,
             audit_log: var("LOTUS_FOLLOWER_TESTBED_AUDIT_LOG")?.into(),
             log_dir: var("LOTUS_FOLLOWER_TESTBED_LOG_DIR")?.into(),
-            cql_ca_file: var("LOTUS_FOLLOWER_TESTBED_CQL_CA_FILE").ok().map(PathBuf::from),
+            cql_ca_file: var("LOTUS_FOLLOWER_TESTBED_CQL_CA_FILE")
+                .ok()
+                .map(PathBuf::from),
         })
     }
 

@@ -123,7 +123,10 @@ pub async fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<(u16, S
     )
     .await??;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await??;
@@ -133,6 +136,9 @@ pub async fn http_get(address: SocketAddr, path: &str) -> anyhow::Result<(u16, S
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("not an HTTP answer: {answer:?}"))?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }

@@ -56,7 +56,10 @@ struct Mapping<'a> {
 }
 
 impl Mapping<'_> {
-    fn apply(&self, args: &[String]) -> anyhow::Result<(Vec<String>, Option<std::net::SocketAddr>)> {
+    fn apply(
+        &self,
+        args: &[String],
+    ) -> anyhow::Result<(Vec<String>, Option<std::net::SocketAddr>)> {
         let mut mapped = Vec::with_capacity(args.len());
         let mut listen = None;
         let mut iter = args.iter();
@@ -90,7 +93,10 @@ impl Mapping<'_> {
                 _ => match iter.as_slice().first() {
                     Some(value) if value.starts_with(MOUNTS) => {
                         iter.next();
-                        self.files.join(&value[MOUNTS.len()..]).display().to_string()
+                        self.files
+                            .join(&value[MOUNTS.len()..])
+                            .display()
+                            .to_string()
                     }
                     _ => continue,
                 },
@@ -116,7 +122,8 @@ async fn call(address: std::net::SocketAddr, method: &str, params: Value) -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_sigterm() -> anyhow::Result<()> {
+async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_sigterm()
+-> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
     let ca_file = bed.require_cql_ca_file()?;
     bed.run(async {
@@ -126,20 +133,46 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
         let keyspace = TestKeyspace::create(&admin, "external").await?;
         let writer = TestRole::create(&admin, "ingester").await?;
         let reader = TestRole::create(&admin, "follower").await?;
-        admin.query_unpaged(format!("GRANT ALL PERMISSIONS ON KEYSPACE {} TO {}", keyspace.name, writer.name), ()).await?;
-        admin.query_unpaged(format!("GRANT SELECT ON KEYSPACE {} TO {}", keyspace.name, reader.name), ()).await?;
+        admin
+            .query_unpaged(
+                format!(
+                    "GRANT ALL PERMISSIONS ON KEYSPACE {} TO {}",
+                    keyspace.name, writer.name
+                ),
+                (),
+            )
+            .await?;
+        admin
+            .query_unpaged(
+                format!(
+                    "GRANT SELECT ON KEYSPACE {} TO {}",
+                    keyspace.name, reader.name
+                ),
+                (),
+            )
+            .await?;
 
         // The leader: a devnet ten epochs into a chain started five minutes ago.
         let leader_dir = tempfile::tempdir()?;
         let leader_store = Arc::new(EmbeddedStore::open(leader_dir.path())?);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-        let mut devnet = Devnet::open(leader_store.clone(), DevnetOptions::default(), Some(now - 300))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let mut devnet = Devnet::open(
+            leader_store.clone(),
+            DevnetOptions::default(),
+            Some(now - 300),
+        )?;
         for height in 1..=10 {
             devnet.produce(height)?;
         }
         let auth = Auth::random()?;
         let token = auth.token(Perm::Admin)?;
-        let leader = start(leader_store, ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), auth)).await?;
+        let leader = start(
+            leader_store,
+            ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), auth),
+        )
+        .await?;
 
         // The resource of manifests/examples/external.yaml, in the test's namespace.
         let mut cluster: LotusFollowerCluster =
@@ -150,25 +183,39 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
         let follower_args = container_args(&followers::deployment(&cluster));
         println!("the operator's ingester arguments: {ingester_args:?}");
         println!("the operator's follower arguments: {follower_args:?}");
-        assert!(ingester_args.contains(&"--cql-tls-ca-file".to_owned()), "TLS is on in the example");
+        assert!(
+            ingester_args.contains(&"--cql-tls-ca-file".to_owned()),
+            "TLS is on in the example"
+        );
 
         // The Secrets' files, as the pods mount them (each process its own role).
         let (ingester_files, follower_files) = (tempfile::tempdir()?, tempfile::tempdir()?);
         let ca = std::fs::read_to_string(&ca_file)?;
         for (files, role) in [(&ingester_files, &writer), (&follower_files, &reader)] {
-            write(&files.path().join("db-credentials/password"), &role.password)?;
+            write(
+                &files.path().join("db-credentials/password"),
+                &role.password,
+            )?;
             write(&files.path().join("db-ca/ca.crt"), &ca)?;
             write(&files.path().join("leader-token/token"), &token)?;
         }
         let leader_url = format!("http://{}/rpc/v1", leader.rpc_address);
-        let map = |files: &Path| Mapping { cql_node: &bed.cql_node, keyspace: &keyspace.name, leader: &leader_url, files };
+        let map = |files: &Path| Mapping {
+            cql_node: &bed.cql_node,
+            keyspace: &keyspace.name,
+            leader: &leader_url,
+            files,
+        };
         let (ingester_args, _) = map(ingester_files.path()).apply(&ingester_args)?;
         let (follower_args, listen) = map(follower_files.path()).apply(&follower_args)?;
         let listen = listen.ok_or_else(|| anyhow::anyhow!("the follower has no --listen"))?;
 
         // The Lease the operator would have created.
         let leases: Api<Lease> = ns.api();
-        let lease_name = format!("{}-ingester", cluster.metadata.name.clone().unwrap_or_default());
+        let lease_name = format!(
+            "{}-ingester",
+            cluster.metadata.name.clone().unwrap_or_default()
+        );
         let mut lease = Lease::default();
         lease.metadata.name = Some(lease_name.clone());
         leases.create(&PostParams::default(), &lease).await?;
@@ -190,29 +237,47 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
         )?;
 
         let target = devnet.head().height();
-        let head = wait_until("the follower to serve the leader's head", Duration::from_secs(90), || async {
-            for process in [&mut ingest, &mut serve] {
-                if let Some(status) = process.exited()? {
-                    anyhow::bail!("{} exited ({status}):\n{}", process.name, process.log());
+        let head = wait_until(
+            "the follower to serve the leader's head",
+            Duration::from_secs(90),
+            || async {
+                for process in [&mut ingest, &mut serve] {
+                    if let Some(status) = process.exited()? {
+                        anyhow::bail!("{} exited ({status}):\n{}", process.name, process.log());
+                    }
                 }
-            }
-            let head = call(listen, "Filecoin.ChainHead", json!([])).await.unwrap_or_default();
-            let height = head["result"]["Height"].as_i64();
-            Ok(Check::when(height == Some(target), head, format!("{height:?}")))
-        })
+                let head = call(listen, "Filecoin.ChainHead", json!([]))
+                    .await
+                    .unwrap_or_default();
+                let height = head["result"]["Height"].as_i64();
+                Ok(Check::when(
+                    height == Some(target),
+                    head,
+                    format!("{height:?}"),
+                ))
+            },
+        )
         .await?;
         let theirs = call(leader.rpc_address, "Filecoin.ChainHead", json!([])).await?;
         assert_eq!(head["result"], theirs["result"]);
         let actor = call(listen, "Filecoin.StateGetActor", json!(["t01005", null])).await?;
         assert!(actor["result"].is_object(), "{actor}");
         let lease_now = leases.get(&lease_name).await?.spec.unwrap_or_default();
-        assert_eq!(lease_now.holder_identity.as_deref(), Some("fleet-ingester-0"));
+        assert_eq!(
+            lease_now.holder_identity.as_deref(),
+            Some("fleet-ingester-0")
+        );
         println!("over TLS: the ingester wrote heights 0..={target} and the follower serves them");
 
         // A ChainNotify subscriber on the follower.
-        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{listen}/rpc/v1")).await?;
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{listen}/rpc/v1")).await?;
         socket
-            .send(Message::Text(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainNotify"}).to_string().into()))
+            .send(Message::Text(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainNotify"})
+                    .to_string()
+                    .into(),
+            ))
             .await?;
         let channel = next_json(&mut socket).await?["result"].clone();
         let _current = next_json(&mut socket).await?;
@@ -234,16 +299,30 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
         };
         assert_eq!(closed["params"][0], channel);
         let released = leases.get(&lease_name).await?.spec.unwrap_or_default();
-        assert_eq!(released.holder_identity, None, "the ingester released the Lease on SIGTERM");
+        assert_eq!(
+            released.holder_identity, None,
+            "the ingester released the Lease on SIGTERM"
+        );
 
         // TLS is really verified: a CA that did not sign Cassandra's certificate is refused.
         let other_ca = ca_file.with_file_name("front-proxy-ca.crt");
         std::fs::copy(&other_ca, follower_files.path().join("db-ca/ca.crt"))?;
-        let (follower_args, _) = map(follower_files.path()).apply(&container_args(&followers::deployment(&cluster)))?;
-        let mut refused = FollowerProcess::start("serve (wrong CA)", &follower_args, &[("LOTUS_FOLLOWER_CQL_USERNAME", reader.name.clone())])?;
+        let (follower_args, _) =
+            map(follower_files.path()).apply(&container_args(&followers::deployment(&cluster)))?;
+        let mut refused = FollowerProcess::start(
+            "serve (wrong CA)",
+            &follower_args,
+            &[("LOTUS_FOLLOWER_CQL_USERNAME", reader.name.clone())],
+        )?;
         let (status, _) = refused.exit_within(Duration::from_secs(60)).await?;
-        assert!(!status.success(), "a follower trusting another CA must not connect");
-        println!("with another CA: {}", refused.log().lines().last().unwrap_or_default());
+        assert!(
+            !status.success(),
+            "a follower trusting another CA must not connect"
+        );
+        println!(
+            "with another CA: {}",
+            refused.log().lines().last().unwrap_or_default()
+        );
 
         leader.stop().await;
         keyspace.drop(&admin).await?;
@@ -254,7 +333,8 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
     .await
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn next_json(socket: &mut Socket) -> anyhow::Result<Value> {
     loop {
@@ -283,9 +363,19 @@ async fn two_followers_differing_only_in_listen_share_a_host() -> anyhow::Result
         let store = format!("cql://{}/{}", bed.cql_node, keyspace.name);
         let common = |listen: std::net::SocketAddr| -> Vec<String> {
             [
-                "serve", "--network", "mainnet", "--store", &store, "--cql-username", &bed.cql_username,
-                "--cql-password-file", &password_file.path().display().to_string(),
-                "--cache-size", "1.5Gi", "--listen", &listen.to_string(),
+                "serve",
+                "--network",
+                "mainnet",
+                "--store",
+                &store,
+                "--cql-username",
+                &bed.cql_username,
+                "--cql-password-file",
+                &password_file.path().display().to_string(),
+                "--cache-size",
+                "1.5Gi",
+                "--listen",
+                &listen.to_string(),
             ]
             .map(str::to_owned)
             .to_vec()
@@ -293,8 +383,16 @@ async fn two_followers_differing_only_in_listen_share_a_host() -> anyhow::Result
         let mut import = FollowerProcess::start(
             "import",
             &[
-                "import", "--network", "mainnet", "--store", &store, "--cql-username", &bed.cql_username,
-                "--cql-password-file", &password_file.path().display().to_string(), &car.display().to_string(),
+                "import",
+                "--network",
+                "mainnet",
+                "--store",
+                &store,
+                "--cql-username",
+                &bed.cql_username,
+                "--cql-password-file",
+                &password_file.path().display().to_string(),
+                &car.display().to_string(),
             ]
             .map(str::to_owned),
             &[],
@@ -306,19 +404,28 @@ async fn two_followers_differing_only_in_listen_share_a_host() -> anyhow::Result
         let mut first = FollowerProcess::start("serve a", &common(a), &[])?;
         let mut second = FollowerProcess::start("serve b", &common(b), &[])?;
         for (process, address) in [(&mut first, a), (&mut second, b)] {
-            wait_until(&format!("{} to be ready", process.name), Duration::from_secs(60), || async {
-                if let Some(status) = process.exited()? {
-                    anyhow::bail!("{} exited ({status}):\n{}", process.name, process.log());
-                }
-                let (status, body) = http_get(address, "/health/readyz").await.unwrap_or((0, String::new()));
-                Ok(Check::when(status == 200, (), format!("{status} {body}")))
-            })
+            wait_until(
+                &format!("{} to be ready", process.name),
+                Duration::from_secs(60),
+                || async {
+                    if let Some(status) = process.exited()? {
+                        anyhow::bail!("{} exited ({status}):\n{}", process.name, process.log());
+                    }
+                    let (status, body) = http_get(address, "/health/readyz")
+                        .await
+                        .unwrap_or((0, String::new()));
+                    Ok(Check::when(status == 200, (), format!("{status} {body}")))
+                },
+            )
             .await?;
             let head = call(address, "Filecoin.ChainHead", json!([])).await?;
             assert_eq!(head["result"]["Height"], 3, "{head}");
             let (status, metrics) = http_get(address, "/debug/metrics").await?;
             assert_eq!(status, 200);
-            assert!(metrics.contains("lotus_follower_head_height 3"), "{metrics}");
+            assert!(
+                metrics.contains("lotus_follower_head_height 3"),
+                "{metrics}"
+            );
         }
         println!("two followers on {a} and {b}, one store, metrics on each one's /debug/metrics");
         for mut process in [first, second] {

@@ -38,7 +38,8 @@ struct Tally {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outage_under_load_gives_errors_then_full_recovery_never_wrong_answers() -> anyhow::Result<()> {
+async fn an_outage_under_load_gives_errors_then_full_recovery_never_wrong_answers()
+-> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
     let Some(car) = testdata::path("chains/export40.car")? else {
         return Ok(());

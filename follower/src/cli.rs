@@ -113,7 +113,11 @@ pub struct LimitArgs {
     #[arg(long, env = "LOTUS_FOLLOWER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: std::time::Duration,
     /// Calls of one method in flight at once; more are refused with an error.
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_CONCURRENT_CALLS", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_MAX_CONCURRENT_CALLS",
+        default_value_t = 256
+    )]
     pub max_concurrent_calls: usize,
     /// StateWaitMsg calls waiting at once (a waiting call holds no thread).
     #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAITS", default_value_t = 10_000)]

@@ -188,11 +188,11 @@ impl RunningServer {
     /// Stops accepting, closes every channel (`xrpc.ch.close`), lets calls in
     /// flight finish (waits end at once with an error) for at most the
     /// shutdown timeout, then cuts what is left.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         self.server.connections.close();
         let drained = async {
-            for task in &mut self.listeners.iter_mut() {
+            for task in self.listeners.iter_mut() {
                 let _ = task.await;
             }
             self.server.connections.wait().await;

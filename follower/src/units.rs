@@ -20,14 +20,19 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         }
         _ => text.to_owned(),
     };
-    let quantity = ParsedQuantity::try_from(quantity_text.as_str())
-        .map_err(|error| format!("invalid size {text:?} (a Kubernetes quantity such as 512Mi, 1.5Gi or 1e9): {error}"))?;
+    let quantity = ParsedQuantity::try_from(quantity_text.as_str()).map_err(|error| {
+        format!(
+            "invalid size {text:?} (a Kubernetes quantity such as 512Mi, 1.5Gi or 1e9): {error}"
+        )
+    })?;
     let bytes = quantity
         .to_bytes_f64()
         .ok_or_else(|| format!("size {text:?} is out of range"))?
         .ceil();
     if !bytes.is_finite() || bytes < 0.0 {
-        return Err(format!("size {text:?} must be a non-negative number of bytes"));
+        return Err(format!(
+            "size {text:?} must be a non-negative number of bytes"
+        ));
     }
     // f64 holds integers exactly up to 2^53 (8 PiB); larger sizes are not
     // meaningful for a cache or a request limit.

@@ -97,7 +97,10 @@ async fn get(url: String) -> anyhow::Result<(u16, String)> {
             .http_status_as_error(false)
             .build()
             .call()?;
-        Ok((response.status().as_u16(), response.into_body().read_to_string()?))
+        Ok((
+            response.status().as_u16(),
+            response.into_body().read_to_string()?,
+        ))
     })
     .await?
 }
@@ -110,7 +113,11 @@ async fn ready(process: &mut Process, address: SocketAddr) -> anyhow::Result<()>
             return Ok(());
         }
         if let Some(status) = process.child.try_wait()? {
-            anyhow::bail!("{} exited ({status}); its log:\n{}", process.name, process.log());
+            anyhow::bail!(
+                "{} exited ({status}); its log:\n{}",
+                process.name,
+                process.log()
+            );
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
@@ -129,13 +136,13 @@ async fn call(address: SocketAddr, method: &str, params: Value) -> anyhow::Resul
     Ok(answer)
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A ChainNotify subscriber: the socket, its channel id, after the `current` batch.
 async fn subscribe(address: SocketAddr) -> anyhow::Result<(Socket, Value)> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{address}/rpc/v1")).await?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{address}/rpc/v1")).await?;
     socket
         .send(Message::Text(
             json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainNotify", "params": []})
@@ -177,7 +184,12 @@ fn import_into(dir: &Path, file: &str) -> anyhow::Result<bool> {
         return Ok(false);
     };
     let store = EmbeddedStore::open(dir)?;
-    import(&store, &car.to_string_lossy(), Network::Mainnet, &mut |_| {})?;
+    import(
+        &store,
+        &car.to_string_lossy(),
+        Network::Mainnet,
+        &mut |_| {},
+    )?;
     Ok(true)
 }
 
@@ -201,7 +213,11 @@ async fn serve_stops_on_sigterm_closing_channels_and_exits_zero() -> anyhow::Res
     serve.signal("TERM")?;
     let (status, took) = serve.exit_within(Duration::from_secs(5)).await?;
     println!("serve exited with {status} {took:?} after SIGTERM");
-    assert!(status.success(), "exit status {status}; log:\n{}", serve.log());
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        serve.log()
+    );
     closed(&mut socket, &channel).await?;
 
     // SIGINT (Ctrl-C) too.
@@ -229,11 +245,27 @@ async fn two_serves_share_a_host_and_a_taken_port_is_named() -> anyhow::Result<(
     let (listen_a, listen_b) = (a.to_string(), b.to_string());
     let mut first = Process::start(
         "serve a",
-        &["serve", "--store", &store_a, "--listen", &listen_a, "--cache-size", "1.5Gi"],
+        &[
+            "serve",
+            "--store",
+            &store_a,
+            "--listen",
+            &listen_a,
+            "--cache-size",
+            "1.5Gi",
+        ],
     )?;
     let mut second = Process::start(
         "serve b",
-        &["serve", "--store", &store_b, "--listen", &listen_b, "--cache-size", "1.5Gi"],
+        &[
+            "serve",
+            "--store",
+            &store_b,
+            "--listen",
+            &listen_b,
+            "--cache-size",
+            "1.5Gi",
+        ],
     )?;
     ready(&mut first, a).await?;
     ready(&mut second, b).await?;
@@ -242,12 +274,18 @@ async fn two_serves_share_a_host_and_a_taken_port_is_named() -> anyhow::Result<(
         assert_eq!(head["result"]["Height"], 3, "{head}");
         let (status, metrics) = get(format!("http://{address}/debug/metrics")).await?;
         assert_eq!(status, 200);
-        assert!(metrics.contains("lotus_follower_rpc_requests_total"), "{metrics}");
+        assert!(
+            metrics.contains("lotus_follower_rpc_requests_total"),
+            "{metrics}"
+        );
     }
 
     let dir_c = tempfile::tempdir()?;
     let store_c = embedded(dir_c.path());
-    let mut third = Process::start("serve c", &["serve", "--store", &store_c, "--listen", &listen_a])?;
+    let mut third = Process::start(
+        "serve c",
+        &["serve", "--store", &store_c, "--listen", &listen_a],
+    )?;
     let (status, _) = third.exit_within(Duration::from_secs(30)).await?;
     assert!(!status.success());
     let log = third.log();
@@ -303,14 +341,24 @@ async fn dev_runs_below_a_second_per_block_and_stops_on_sigterm() -> anyhow::Res
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("dev reached height {height} in {:?} at 200 ms per epoch", started.elapsed());
+    println!(
+        "dev reached height {height} in {:?} at 200 ms per epoch",
+        started.elapsed()
+    );
     let version = call(leader, "Filecoin.Version", json!([])).await?;
-    assert_eq!(version["result"]["BlockDelay"], 1, "BlockDelaySecs is at least 1: {version}");
+    assert_eq!(
+        version["result"]["BlockDelay"], 1,
+        "BlockDelaySecs is at least 1: {version}"
+    );
     let head = call(leader, "Filecoin.ChainHead", json!([])).await?;
     let genesis = call(leader, "Filecoin.ChainGetGenesis", json!([])).await?;
     let (at, from) = (
-        head["result"]["Blocks"][0]["Timestamp"].as_u64().unwrap_or_default(),
-        genesis["result"]["Blocks"][0]["Timestamp"].as_u64().unwrap_or_default(),
+        head["result"]["Blocks"][0]["Timestamp"]
+            .as_u64()
+            .unwrap_or_default(),
+        genesis["result"]["Blocks"][0]["Timestamp"]
+            .as_u64()
+            .unwrap_or_default(),
     );
     let height = head["result"]["Height"].as_u64().unwrap_or_default();
     // Whole seconds, from elapsed milliseconds: height × 0.2 s, rounded down.
@@ -320,7 +368,11 @@ async fn dev_runs_below_a_second_per_block_and_stops_on_sigterm() -> anyhow::Res
     dev.signal("TERM")?;
     let (status, took) = dev.exit_within(Duration::from_secs(5)).await?;
     println!("dev exited with {status} {took:?} after SIGTERM");
-    assert!(status.success(), "exit status {status}; log:\n{}", dev.log());
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        dev.log()
+    );
     closed(&mut socket, &channel).await?;
     Ok(())
 }

@@ -139,7 +139,9 @@ fn now_secs() -> u64 {
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// The block time in milliseconds, at least 1.
@@ -494,7 +496,8 @@ impl Devnet {
                 && roll(self.options.seed, "grow", head) < 26
                 && half > 0;
             let wait = |until_ms: u64| {
-                Duration::from_millis(until_ms.saturating_sub(now_ms())).max(Duration::from_millis(10))
+                Duration::from_millis(until_ms.saturating_sub(now_ms()))
+                    .max(Duration::from_millis(10))
             };
             if grow {
                 tokio::select! {

@@ -86,7 +86,12 @@ impl HeadFeed {
     }
 
     /// The newest update, and a receiver for the ones after it.
-    pub fn subscribe(&self) -> (Option<Arc<HeadUpdate>>, broadcast::Receiver<Arc<HeadUpdate>>) {
+    pub fn subscribe(
+        &self,
+    ) -> (
+        Option<Arc<HeadUpdate>>,
+        broadcast::Receiver<Arc<HeadUpdate>>,
+    ) {
         let receiver = self.updates.subscribe();
         let latest = self.latest.borrow().clone();
         (latest, receiver)

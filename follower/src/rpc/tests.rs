@@ -832,7 +832,10 @@ async fn raw_http(address: std::net::SocketAddr, request: &str) -> anyhow::Resul
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await?;
     let answer = String::from_utf8_lossy(&answer).into_owned();
-    anyhow::ensure!(answer.starts_with("HTTP/1.1 "), "not an HTTP answer: {answer:?}");
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 "),
+        "not an HTTP answer: {answer:?}"
+    );
     Ok(answer)
 }
 
@@ -852,7 +855,12 @@ async fn six_hundred_waits_leave_readiness_and_reads_answering() -> anyhow::Resu
     let Some(path) = testdata::path("chains/export40.car")? else {
         return Ok(());
     };
-    import(store.as_ref(), &path.to_string_lossy(), Network::Mainnet, &mut |_| {})?;
+    import(
+        store.as_ref(),
+        &path.to_string_lossy(),
+        Network::Mainnet,
+        &mut |_| {},
+    )?;
     let server = start(
         store.clone(),
         ServeOptions {
@@ -891,8 +899,13 @@ async fn six_hundred_waits_leave_readiness_and_reads_answering() -> anyhow::Resu
         slowest = slowest.max(ready_took).max(read_took);
     }
     let pending = waits.iter().filter(|wait| !wait.is_finished()).count();
-    println!("with {pending} StateWaitMsg calls waiting, the slowest readiness check or uncached read took {slowest:?}");
-    assert_eq!(pending, 600, "every wait is still waiting, none was refused");
+    println!(
+        "with {pending} StateWaitMsg calls waiting, the slowest readiness check or uncached read took {slowest:?}"
+    );
+    assert_eq!(
+        pending, 600,
+        "every wait is still waiting, none was refused"
+    );
     assert!(
         slowest < Duration::from_millis(100),
         "readiness and reads must answer within 100 ms while waits wait (slowest {slowest:?})"
@@ -918,7 +931,12 @@ async fn a_websocket_wait_blocks_neither_calls_nor_cancel() -> anyhow::Result<()
     let Some(path) = testdata::path("chains/export40.car")? else {
         return Ok(());
     };
-    import(store.as_ref(), &path.to_string_lossy(), Network::Mainnet, &mut |_| {})?;
+    import(
+        store.as_ref(),
+        &path.to_string_lossy(),
+        Network::Mainnet,
+        &mut |_| {},
+    )?;
     let server = start(
         store,
         ServeOptions {
@@ -933,10 +951,14 @@ async fn a_websocket_wait_blocks_neither_calls_nor_cancel() -> anyhow::Result<()
         json!({"jsonrpc": "2.0", "id": id, "method": "Filecoin.StateWaitMsg",
                "params": [{"/": unknown_message()}, 0, -1, true]})
     };
-    socket.send(Message::Text(wait(1).to_string().into())).await?;
+    socket
+        .send(Message::Text(wait(1).to_string().into()))
+        .await?;
     socket
         .send(Message::Text(
-            json!({"jsonrpc": "2.0", "id": 2, "method": "Filecoin.ChainHead"}).to_string().into(),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "Filecoin.ChainHead"})
+                .to_string()
+                .into(),
         ))
         .await?;
     let started = std::time::Instant::now();
@@ -945,7 +967,9 @@ async fn a_websocket_wait_blocks_neither_calls_nor_cancel() -> anyhow::Result<()
     assert!(started.elapsed() < Duration::from_secs(1));
     socket
         .send(Message::Text(
-            json!({"jsonrpc": "2.0", "method": "xrpc.cancel", "params": [1]}).to_string().into(),
+            json!({"jsonrpc": "2.0", "method": "xrpc.cancel", "params": [1]})
+                .to_string()
+                .into(),
         ))
         .await?;
     // A batch of 3 waits (max_wait 3 s): all answer together after ~3 s, not 9 s.
@@ -957,7 +981,10 @@ async fn a_websocket_wait_blocks_neither_calls_nor_cancel() -> anyhow::Result<()
     // The cancelled wait never answers: the batch is the next message.
     assert!(answer.is_array(), "the cancelled wait answered: {answer}");
     assert_eq!(answer.as_array().map(Vec::len), Some(3));
-    assert!(took < Duration::from_secs(6), "a batch's waits ran one after another: {took:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "a batch's waits ran one after another: {took:?}"
+    );
     server.stop().await;
     Ok(())
 }
@@ -979,8 +1006,14 @@ async fn limits_answer_with_errors_or_clean_closes() -> anyhow::Result<()> {
     };
     let address = fixture.server.rpc_address;
     // A result over the response limit.
-    let response = fixture.call("Filecoin.ChainGetTipSetByHeight", json!([20, null])).await?;
-    assert_eq!(error_code(&response), Some(protocol::LIMIT_EXCEEDED), "{response}");
+    let response = fixture
+        .call("Filecoin.ChainGetTipSetByHeight", json!([20, null]))
+        .await?;
+    assert_eq!(
+        error_code(&response),
+        Some(protocol::LIMIT_EXCEEDED),
+        "{response}"
+    );
     // One wait at a time: the second is refused at once.
     let wait = json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateWaitMsg",
                       "params": [{"/": unknown_message()}, 0, -1, true]})
@@ -991,7 +1024,10 @@ async fn limits_answer_with_errors_or_clean_closes() -> anyhow::Result<()> {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = raw_post(address, "/rpc/v1", &wait).await?;
-    assert!(second.contains(&protocol::LIMIT_EXCEEDED.to_string()), "{second}");
+    assert!(
+        second.contains(&protocol::LIMIT_EXCEEDED.to_string()),
+        "{second}"
+    );
     let _ = first.await??;
 
     // A websocket client that never answers pings is closed once idle.
@@ -999,7 +1035,8 @@ async fn limits_answer_with_errors_or_clean_closes() -> anyhow::Result<()> {
     let (mut silent, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut closed = false;
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), silent.next()).await {
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), silent.next()).await
+    {
         match message {
             Ok(Message::Close(_)) | Err(_) => {
                 closed = true;
@@ -1015,7 +1052,10 @@ async fn limits_answer_with_errors_or_clean_closes() -> anyhow::Result<()> {
     let (_b, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     let (_c, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     let over = tokio_tungstenite::connect_async(url.as_str()).await;
-    assert!(over.is_err(), "a fourth connection over a cap of 3 is closed");
+    assert!(
+        over.is_err(),
+        "a fourth connection over a cap of 3 is closed"
+    );
     fixture.server.stop().await;
     Ok(())
 }

@@ -189,8 +189,8 @@ pub fn read_obj(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
 pub fn has_obj(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     let params = Params::new(params, 1, 1)?;
     let cid = params.cid(0)?;
-    let present = cid.hash().code() == IDENTITY_HASH
-        || ctx.store.has_block(&cid).map_err(store_error)?;
+    let present =
+        cid.hash().code() == IDENTITY_HASH || ctx.store.has_block(&cid).map_err(store_error)?;
     Ok(Value::Bool(present))
 }
 
