@@ -656,3 +656,40 @@ impl Store for CqlStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tls_config;
+
+    /// `--cql-tls-ca-file` takes a PEM CA; an unreadable or empty file is
+    /// refused naming the file and the flag. (The handshake itself is tested
+    /// against the test bed's Cassandra, whose client TLS is on:
+    /// `e2e/tests/fleet_processes.rs`.)
+    #[test]
+    fn the_ca_file_is_read_or_refused_with_its_name() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ca = dir.path().join("ca.crt");
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-days", "1", "-subj", "/CN=test-ca"])
+            .arg("-keyout")
+            .arg(dir.path().join("ca.key"))
+            .arg("-out")
+            .arg(&ca)
+            .output()?;
+        anyhow::ensure!(made.status.success(), "openssl: {made:?}");
+        tls_config(&ca)?;
+
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "")?;
+        let missing = dir.path().join("missing.crt");
+        for bad in [&empty, &missing] {
+            let error = tls_config(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                error.contains(&bad.display().to_string()) && error.contains("--cql-tls-ca-file"),
+                "{error}"
+            );
+        }
+        Ok(())
+    }
+}
