@@ -37,7 +37,9 @@ pub fn free_address() -> anyhow::Result<SocketAddr> {
 #[derive(Debug)]
 pub struct FollowerProcess {
     pub name: String,
-    child: Child,
+    /// Behind a lock so a wait's probe can look at it through a shared reference.
+    child: std::sync::Mutex<Child>,
+    id: u32,
     log: tempfile::NamedTempFile,
 }
 
@@ -60,9 +62,11 @@ impl FollowerProcess {
         for (key, value) in env {
             command.env(key, value);
         }
+        let child = command.spawn()?;
         Ok(Self {
             name: name.to_owned(),
-            child: command.spawn()?,
+            id: child.id(),
+            child: std::sync::Mutex::new(child),
             log,
         })
     }
@@ -72,24 +76,28 @@ impl FollowerProcess {
     }
 
     /// Whether it exited already (with its status).
-    pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        Ok(self.child.try_wait()?)
+    pub fn exited(&self) -> anyhow::Result<Option<ExitStatus>> {
+        let mut child = self
+            .child
+            .lock()
+            .map_err(|_| anyhow::anyhow!("{}: a poisoned lock", self.name))?;
+        Ok(child.try_wait()?)
     }
 
     /// Sends SIGTERM, as the kubelet does to stop a container.
     pub fn terminate(&self) -> anyhow::Result<()> {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.id.to_string()])
             .status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.child.id());
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.id);
         Ok(())
     }
 
     /// Waits for the exit, at most `limit`; its status and how long it took.
-    pub async fn exit_within(&mut self, limit: Duration) -> anyhow::Result<(ExitStatus, Duration)> {
+    pub async fn exit_within(&self, limit: Duration) -> anyhow::Result<(ExitStatus, Duration)> {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.exited()? {
                 return Ok((status, started.elapsed()));
             }
             anyhow::ensure!(
@@ -105,9 +113,12 @@ impl FollowerProcess {
 
 impl Drop for FollowerProcess {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        let Ok(child) = self.child.get_mut() else {
+            return;
+        };
+        if let Ok(None) = child.try_wait() {
+            let _ = child.kill();
+            let _ = child.wait();
             eprintln!("{} was still running; its log:\n{}", self.name, self.log());
         }
     }

@@ -47,18 +47,18 @@ fn container_args(deployment: &k8s_openapi::api::apps::v1::Deployment) -> Vec<St
 /// The pod's arguments mapped to this machine: listen addresses to free ports
 /// on 127.0.0.1, the database's hosts to the test bed's Cassandra and the
 /// keyspace to the test's, the leader to the devnet, the datacenter to the test
-/// bed's, the network to the devnet's, and mounted files to `files`.
+/// bed's, the network to the devnet's, and mounted files to under `files`.
 struct Mapping<'a> {
     cql_node: &'a str,
     keyspace: &'a str,
     leader: &'a str,
-    files: &'a Path,
 }
 
 impl Mapping<'_> {
     fn apply(
         &self,
         args: &[String],
+        files: &Path,
     ) -> anyhow::Result<(Vec<String>, Option<std::net::SocketAddr>)> {
         let mut mapped = Vec::with_capacity(args.len());
         let mut listen = None;
@@ -93,10 +93,7 @@ impl Mapping<'_> {
                 _ => match iter.as_slice().first() {
                     Some(value) if value.starts_with(MOUNTS) => {
                         iter.next();
-                        self.files
-                            .join(&value[MOUNTS.len()..])
-                            .display()
-                            .to_string()
+                        files.join(&value[MOUNTS.len()..]).display().to_string()
                     }
                     _ => continue,
                 },
@@ -200,14 +197,13 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
             write(&files.path().join("leader-token/token"), &token)?;
         }
         let leader_url = format!("http://{}/rpc/v1", leader.rpc_address);
-        let map = |files: &Path| Mapping {
+        let map = Mapping {
             cql_node: &bed.cql_node,
             keyspace: &keyspace.name,
             leader: &leader_url,
-            files,
         };
-        let (ingester_args, _) = map(ingester_files.path()).apply(&ingester_args)?;
-        let (follower_args, listen) = map(follower_files.path()).apply(&follower_args)?;
+        let (ingester_args, _) = map.apply(&ingester_args, ingester_files.path())?;
+        let (follower_args, listen) = map.apply(&follower_args, follower_files.path())?;
         let listen = listen.ok_or_else(|| anyhow::anyhow!("the follower has no --listen"))?;
 
         // The Lease the operator would have created.
@@ -221,7 +217,7 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
         leases.create(&PostParams::default(), &lease).await?;
 
         let kubeconfig = bed.kubeconfig.display().to_string();
-        let mut ingest = FollowerProcess::start(
+        let ingest = FollowerProcess::start(
             "ingest",
             &ingester_args,
             &[
@@ -230,7 +226,7 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
                 ("KUBECONFIG", kubeconfig),
             ],
         )?;
-        let mut serve = FollowerProcess::start(
+        let serve = FollowerProcess::start(
             "serve",
             &follower_args,
             &[("LOTUS_FOLLOWER_CQL_USERNAME", reader.name.clone())],
@@ -241,7 +237,7 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
             "the follower to serve the leader's head",
             Duration::from_secs(90),
             || async {
-                for process in [&mut ingest, &mut serve] {
+                for process in [&ingest, &serve] {
                     if let Some(status) = process.exited()? {
                         anyhow::bail!("{} exited ({status}):\n{}", process.name, process.log());
                     }
@@ -307,9 +303,11 @@ async fn operator_arguments_for_the_external_example_run_over_tls_and_stop_on_si
         // TLS is really verified: a CA that did not sign Cassandra's certificate is refused.
         let other_ca = ca_file.with_file_name("front-proxy-ca.crt");
         std::fs::copy(&other_ca, follower_files.path().join("db-ca/ca.crt"))?;
-        let (follower_args, _) =
-            map(follower_files.path()).apply(&container_args(&followers::deployment(&cluster)))?;
-        let mut refused = FollowerProcess::start(
+        let (follower_args, _) = map.apply(
+            &container_args(&followers::deployment(&cluster)),
+            follower_files.path(),
+        )?;
+        let refused = FollowerProcess::start(
             "serve (wrong CA)",
             &follower_args,
             &[("LOTUS_FOLLOWER_CQL_USERNAME", reader.name.clone())],
@@ -380,7 +378,7 @@ async fn two_followers_differing_only_in_listen_share_a_host() -> anyhow::Result
             .map(str::to_owned)
             .to_vec()
         };
-        let mut import = FollowerProcess::start(
+        let import = FollowerProcess::start(
             "import",
             &[
                 "import",
@@ -401,9 +399,9 @@ async fn two_followers_differing_only_in_listen_share_a_host() -> anyhow::Result
         assert!(status.success(), "import: {}", import.log());
 
         let (a, b) = (free_address()?, free_address()?);
-        let mut first = FollowerProcess::start("serve a", &common(a), &[])?;
-        let mut second = FollowerProcess::start("serve b", &common(b), &[])?;
-        for (process, address) in [(&mut first, a), (&mut second, b)] {
+        let first = FollowerProcess::start("serve a", &common(a), &[])?;
+        let second = FollowerProcess::start("serve b", &common(b), &[])?;
+        for (process, address) in [(&first, a), (&second, b)] {
             wait_until(
                 &format!("{} to be ready", process.name),
                 Duration::from_secs(60),
@@ -428,7 +426,7 @@ async fn two_followers_differing_only_in_listen_share_a_host() -> anyhow::Result
             );
         }
         println!("two followers on {a} and {b}, one store, metrics on each one's /debug/metrics");
-        for mut process in [first, second] {
+        for process in [first, second] {
             process.terminate()?;
             let (status, _) = process.exit_within(Duration::from_secs(5)).await?;
             assert!(status.success(), "{}: {status}", process.name);

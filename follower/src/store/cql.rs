@@ -670,8 +670,16 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let ca = dir.path().join("ca.crt");
         let made = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt"])
-            .args(["ec_paramgen_curve:prime256v1", "-days", "1", "-subj", "/CN=test-ca"])
+            .args([
+                "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+            ])
+            .args([
+                "ec_paramgen_curve:prime256v1",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test-ca",
+            ])
             .arg("-keyout")
             .arg(dir.path().join("ca.key"))
             .arg("-out")
@@ -684,7 +692,10 @@ mod tests {
         std::fs::write(&empty, "")?;
         let missing = dir.path().join("missing.crt");
         for bad in [&empty, &missing] {
-            let error = tls_config(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = tls_config(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(
                 error.contains(&bad.display().to_string()) && error.contains("--cql-tls-ca-file"),
                 "{error}"
