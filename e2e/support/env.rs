@@ -38,6 +38,8 @@ pub enum TestBedError {
 
 impl TestBed {
     pub fn from_env() -> Result<Self, TestBedError> {
+        // Every test starts here, before any kube or CQL client exists.
+        lotus_follower::tls::install_default_provider();
         let password_file = PathBuf::from(var("LOTUS_FOLLOWER_TESTBED_CQL_PASSWORD_FILE")?);
         let cql_password = std::fs::read_to_string(&password_file)
             .map_err(|source| TestBedError::Unreadable {

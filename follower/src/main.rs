@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 fn main() -> ExitCode {
+    lotus_follower::tls::install_default_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOTUS_FOLLOWER_LOG")

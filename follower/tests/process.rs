@@ -376,3 +376,59 @@ async fn dev_runs_below_a_second_per_block_and_stops_on_sigterm() -> anyhow::Res
     closed(&mut socket, &channel).await?;
     Ok(())
 }
+
+/// The ingester with `--lease` makes a Kubernetes client at start. With the
+/// CQL driver's TLS support linked in, rustls has two providers and panicked
+/// there unless the binary installs one; here the API server is unreachable,
+/// so the ingester keeps retrying, and SIGTERM still stops it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_with_a_lease_makes_its_client_and_stops_on_sigterm() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let unreachable = free_address()?;
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{unreachable}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )?;
+    let store = embedded(&dir.path().join("store"));
+    let leader = format!("http://{}/rpc/v1", free_address()?);
+    let metrics = free_address()?.to_string();
+    let log = tempfile::NamedTempFile::new()?;
+    let child = Command::new(BINARY)
+        .args([
+            "ingest",
+            "--store",
+            &store,
+            "--leader",
+            &leader,
+            "--lease",
+            "ns/fleet-ingester",
+        ])
+        .args(["--metrics-listen", &metrics, "--network", "devnet"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.reopen()?)
+        .spawn()?;
+    let mut ingest = Process {
+        child,
+        log,
+        name: "ingest".into(),
+    };
+    // Running (and retrying) a while later, not dead of a panic.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(status) = ingest.child.try_wait()? {
+        anyhow::bail!("ingest exited ({status}):\n{}", ingest.log());
+    }
+    ingest.signal("TERM")?;
+    let (status, took) = ingest.exit_within(Duration::from_secs(5)).await?;
+    println!("ingest exited with {status} {took:?} after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        ingest.log()
+    );
+    Ok(())
+}
