@@ -60,6 +60,7 @@ async fn an_outage_under_load_gives_errors_then_full_recovery_never_wrong_answer
             request_timeout: Duration::from_secs(10),
             local_dc: None,
             tls_ca_file: None,
+            address_map: Vec::new(),
         };
         let through_proxy = CqlOptions {
             contact_points: vec![proxy.address.to_string()],
