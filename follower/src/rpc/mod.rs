@@ -488,6 +488,11 @@ async fn run_blocking(
         .await
         .map_err(|_| timed_out())?
         .map_err(|_| shutting_down())?;
+    // No time left (the wait for a worker took it all): do not start work
+    // whose answer nobody will wait for.
+    if Deadline::now() >= deadline {
+        return Err(timed_out());
+    }
     let ctx = server.ctx.clone();
     let handler: Handler = entry.handler;
     let max_bytes = server.limits.max_response_bytes;

@@ -1103,3 +1103,39 @@ async fn metrics_are_on_the_rpc_port_unless_a_metrics_listener_is_given() -> any
     separate.stop().await;
     Ok(())
 }
+
+/// A call over `--request-timeout` gets a timeout error, and calls over a
+/// method's concurrency limit are refused, not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_concurrency_limits_are_json_rpc_errors() -> anyhow::Result<()> {
+    for (limits, code) in [
+        (
+            Limits {
+                request_timeout: Duration::from_nanos(1),
+                ..Limits::default()
+            },
+            protocol::TIMEOUT,
+        ),
+        (
+            Limits {
+                max_concurrent_calls: 0,
+                ..Limits::default()
+            },
+            protocol::LIMIT_EXCEEDED,
+        ),
+    ] {
+        let Some(fixture) = Fixture::new(&["chains/chain4.car"], Network::Mainnet, limits).await?
+        else {
+            return Ok(());
+        };
+        let response = fixture
+            .call("Filecoin.ChainGetTipSetByHeight", json!([1, null]))
+            .await?;
+        assert_eq!(error_code(&response), Some(code), "{response}");
+        // Health is never behind either limit.
+        let ready = raw_get(fixture.server.rpc_address, "/health/readyz").await?;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        fixture.server.stop().await;
+    }
+    Ok(())
+}
