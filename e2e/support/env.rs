@@ -16,6 +16,9 @@ pub struct TestBed {
     pub audit_log: PathBuf,
     /// The directory of the components' logs, `<component>.log` each.
     pub log_dir: PathBuf,
+    /// The CA that signs Cassandra's client TLS certificate (TLS is optional on
+    /// the same port). `None` from a test bed started before it had TLS.
+    pub cql_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,8 @@ pub enum TestBedError {
 
 impl TestBed {
     pub fn from_env() -> Result<Self, TestBedError> {
+        // Every test starts here, before any kube or CQL client exists.
+        lotus_follower::tls::install_default_provider();
         let password_file = PathBuf::from(var("LOTUS_FOLLOWER_TESTBED_CQL_PASSWORD_FILE")?);
         let cql_password = std::fs::read_to_string(&password_file)
             .map_err(|source| TestBedError::Unreadable {
@@ -51,7 +56,18 @@ impl TestBed {
             cql_password,
             audit_log: var("LOTUS_FOLLOWER_TESTBED_AUDIT_LOG")?.into(),
             log_dir: var("LOTUS_FOLLOWER_TESTBED_LOG_DIR")?.into(),
+            cql_ca_file: var("LOTUS_FOLLOWER_TESTBED_CQL_CA_FILE")
+                .ok()
+                .map(PathBuf::from),
         })
+    }
+
+    /// The CA file of Cassandra's TLS, or an error saying to restart the test
+    /// bed (one started before TLS was configured has none).
+    pub fn require_cql_ca_file(&self) -> Result<PathBuf, TestBedError> {
+        self.cql_ca_file
+            .clone()
+            .ok_or(TestBedError::NotSet("LOTUS_FOLLOWER_TESTBED_CQL_CA_FILE (restart the test bed: `e2e/testbed down && e2e/testbed up`)"))
     }
 }
 

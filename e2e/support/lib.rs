@@ -14,6 +14,8 @@ mod host;
 mod logs;
 mod names;
 mod operator;
+mod process;
+mod proxy;
 mod wait;
 
 pub use audit::AuditedWrite;
@@ -22,4 +24,6 @@ pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
 pub use host::{PortForward, curl, rpc};
 pub use operator::{OPERATOR, TestOperator};
+pub use process::{FollowerProcess, free_address, http_get};
+pub use proxy::TcpProxy;
 pub use wait::{Check, WaitTimeout, wait_until};

@@ -29,6 +29,7 @@ fn options(bed: &TestBed, keyspace: &str, user: &str, password: &str) -> CqlOpti
         // The test bed's single Cassandra node is in the default datacenter.
         local_dc: Some("datacenter1".into()),
         address_map: Vec::new(),
+        tls_ca_file: None,
     }
 }
 

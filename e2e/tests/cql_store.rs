@@ -47,6 +47,7 @@ fn open() -> anyhow::Result<(Keyspace, CqlStore)> {
         request_timeout: Duration::from_secs(10),
         local_dc: None,
         address_map: Vec::new(),
+        tls_ca_file: None,
     })?;
     store.create_tables()?;
     Ok((

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     chain::{Network, upgrades::UpgradeHeight},
     devnet::DevnetOptions,
-    serve::{parse_seconds, parse_size},
+    rpc::Limits,
     store::{CqlLogin, StoreUrl},
+    units::{parse_bytes, parse_bytes_usize, parse_duration},
 };
 
 #[derive(Debug, Parser)]
@@ -55,27 +56,19 @@ pub struct ServeArgs {
     /// The chain's network (mainnet, calibnet, devnet): address prefixes and chain ID.
     #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
     pub network: Network,
-    /// The RPC listener: `/rpc/v0`, `/rpc/v1`, `/health/livez`, `/health/readyz`.
+    /// The RPC listener: `/rpc/v0`, `/rpc/v1`, `/health/livez`, `/health/readyz`,
+    /// and `/debug/metrics` unless `--metrics-listen` is given.
     #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
     pub listen: SocketAddr,
-    /// Prometheus `/metrics`.
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    pub metrics_listen: SocketAddr,
-    /// The in-process block cache (suffixes: K, KiB, M, MiB, G, GiB).
-    #[arg(long, env = "LOTUS_FOLLOWER_CACHE_SIZE", default_value = "512MiB", value_parser = parse_size)]
+    /// A separate listener for Prometheus `/metrics` (the pod spec's
+    /// `0.0.0.0:9091`); without it, metrics are at `/debug/metrics` on `--listen`.
+    #[arg(long, env = "LOTUS_FOLLOWER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The in-process block cache: a Kubernetes quantity (`512Mi`, `1.5Gi`, `1e9`).
+    #[arg(long, env = "LOTUS_FOLLOWER_CACHE_SIZE", default_value = "512Mi", value_parser = parse_bytes)]
     pub cache_size: u64,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BODY_BYTES", default_value = "1MiB", value_parser = parse_size)]
-    pub max_body_bytes: u64,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BATCH", default_value_t = 100)]
-    pub max_batch: usize,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_JSON_DEPTH", default_value_t = 32)]
-    pub max_json_depth: usize,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_SUBSCRIPTIONS", default_value_t = 16)]
-    pub max_subscriptions: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// How far below the head requests may reach, in epochs.
     #[arg(
         long,
@@ -86,6 +79,9 @@ pub struct ServeArgs {
     /// How long StateWaitMsg waits for confirmations, in seconds.
     #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAIT_SECONDS", default_value_t = 300)]
     pub max_wait_seconds: u64,
+    /// On SIGTERM or SIGINT: how long calls in flight may finish before they are cut.
+    #[arg(long, env = "LOTUS_FOLLOWER_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
     /// Sets an upgrade's height, `Name=Height` (e.g. `FireHorse=5500000`), for an
     /// upgrade scheduled after this build; repeatable.
     #[arg(
@@ -94,6 +90,65 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub upgrade_heights: Vec<UpgradeHeight>,
+}
+
+/// The server's limits (DESIGN.md: like lotus-gateway's), each answered with
+/// a JSON-RPC error or, for connections, a clean close.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// A request body's size (a quantity: `1Mi`).
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BODY_BYTES", default_value = "1Mi", value_parser = parse_bytes_usize)]
+    pub max_body_bytes: usize,
+    /// One answer's size, a batch's included (a quantity: `64Mi`).
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_RESPONSE_BYTES", default_value = "64Mi", value_parser = parse_bytes_usize)]
+    pub max_response_bytes: usize,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_JSON_DEPTH", default_value_t = 32)]
+    pub max_json_depth: usize,
+    /// ChainNotify channels per websocket.
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    pub max_subscriptions: usize,
+    /// How long one call may take (`30s`); StateWaitMsg is bounded by `--max-wait-seconds`.
+    #[arg(long, env = "LOTUS_FOLLOWER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Calls of one method in flight at once; more are refused with an error.
+    #[arg(
+        long,
+        env = "LOTUS_FOLLOWER_MAX_CONCURRENT_CALLS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_calls: usize,
+    /// StateWaitMsg calls waiting at once (a waiting call holds no thread).
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_WAITS", default_value_t = 10_000)]
+    pub max_waits: usize,
+    /// Open connections; one more is closed at once.
+    #[arg(long, env = "LOTUS_FOLLOWER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// How often a websocket is pinged.
+    #[arg(long, env = "LOTUS_FOLLOWER_WS_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ws_ping_interval: std::time::Duration,
+    /// A websocket that sent nothing (not even a pong) for this long is closed.
+    #[arg(long, env = "LOTUS_FOLLOWER_WS_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub ws_idle_timeout: std::time::Duration,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_batch: self.max_batch,
+            max_json_depth: self.max_json_depth,
+            max_subscriptions: self.max_subscriptions,
+            request_timeout: self.request_timeout,
+            max_concurrent_calls: self.max_concurrent_calls,
+            max_waits: self.max_waits,
+            max_connections: self.max_connections,
+            max_response_bytes: self.max_response_bytes,
+            ws_ping_interval: self.ws_ping_interval,
+            ws_idle_timeout: self.ws_idle_timeout,
+        }
+    }
 }
 
 /// The CQL login, for `cql://` stores.
@@ -106,7 +161,7 @@ pub struct CqlArgs {
     #[arg(long, env = "LOTUS_FOLLOWER_CQL_PASSWORD_FILE")]
     pub cql_password_file: Option<std::path::PathBuf>,
     /// How long one CQL request may take (`10s`).
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_REQUEST_TIMEOUT", value_parser = parse_seconds)]
+    #[arg(long, env = "LOTUS_FOLLOWER_CQL_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub cql_request_timeout: Option<std::time::Duration>,
     /// The datacenter whose nodes are asked first.
     #[arg(long, env = "LOTUS_FOLLOWER_CQL_LOCAL_DC")]
@@ -155,8 +210,8 @@ impl CqlArgs {
 /// How the devnet's chain grows.
 #[derive(Debug, Args)]
 pub struct ChainArgs {
-    /// Time between epochs (`30s`, `2m`).
-    #[arg(long, env = "LOTUS_FOLLOWER_BLOCK_TIME", value_parser = parse_seconds)]
+    /// Time between epochs (`30s`, `2m`, or below a second: `200ms`).
+    #[arg(long, env = "LOTUS_FOLLOWER_BLOCK_TIME", value_parser = parse_duration)]
     pub block_time: Option<std::time::Duration>,
     /// Actors whose balance and nonce change each epoch.
     #[arg(long, env = "LOTUS_FOLLOWER_STATE_CHURN", default_value_t = 10)]
@@ -201,12 +256,9 @@ pub struct DevnetArgs {
     pub cql: CqlArgs,
     #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
     pub listen: SocketAddr,
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    pub metrics_listen: SocketAddr,
+    /// A separate Prometheus listener; without it, `/debug/metrics` on `--listen`.
+    #[arg(long, env = "LOTUS_FOLLOWER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Reveal a real chain from this CAR (file or URL) one epoch per block
     /// time instead of producing one; `--network` names its network.
     #[arg(long, env = "LOTUS_FOLLOWER_REPLAY")]
@@ -259,12 +311,9 @@ pub struct DevArgs {
     pub leader_listen: SocketAddr,
     #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
     pub listen: SocketAddr,
-    #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    pub metrics_listen: SocketAddr,
+    /// A separate Prometheus listener; without it, `/debug/metrics` on `--listen`.
+    #[arg(long, env = "LOTUS_FOLLOWER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub chain: ChainArgs,
 }

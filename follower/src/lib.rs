@@ -11,6 +11,8 @@ pub mod query;
 pub mod rpc;
 pub mod serve;
 pub mod store;
+pub mod tls;
+pub mod units;
 
 /// Test support shared with the end-to-end tests: the shared data, Lotus's
 /// OpenRPC documents, a JSON-RPC client.

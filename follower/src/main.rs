@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 fn main() -> ExitCode {
+    lotus_follower::tls::install_default_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOTUS_FOLLOWER_LOG")
@@ -63,40 +64,67 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     for change in &args.upgrade_heights {
         schedule.set(change)?;
     }
+    let runtime = tokio::runtime::Runtime::new()?;
+    // Before anything slow (connecting to the store): a SIGTERM right after
+    // start must not kill the process with the default action.
+    let signals = runtime.block_on(async { Signals::install() })?;
     let store: Arc<dyn Store> = Arc::from(args.store.open(&args.cql.login())?);
     let options = ServeOptions {
         network: args.network,
         schedule,
         block_delay_secs: args.network.block_delay_secs(),
         listen: args.listen,
-        metrics_listen: Some(args.metrics_listen),
+        listen_flag: "--listen",
+        metrics_listen: args.metrics_listen,
         cache_bytes: args.cache_size,
-        limits: Limits {
-            max_body_bytes: usize::try_from(args.max_body_bytes)?,
-            max_batch: args.max_batch,
-            max_json_depth: args.max_json_depth,
-            max_subscriptions: args.max_subscriptions,
-        },
+        limits: args.limits.limits(),
         max_lookback_epochs: args.max_lookback_epochs,
         max_wait: std::time::Duration::from_secs(args.max_wait_seconds),
+        shutdown_timeout: args.shutdown_timeout,
         pool: None,
     };
-    let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let server = lotus_follower::serve::start(store, options).await?;
         info!(rpc = %server.rpc_address, metrics = ?server.metrics_address, "serving");
-        tokio::signal::ctrl_c().await?;
-        info!("shutting down: closing channels");
+        signals.wait().await;
+        info!("shutting down: closing channels, finishing calls in flight");
         server.stop().await;
+        info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// The signals that stop a long-running subcommand: SIGTERM (Kubernetes
+/// stopping the pod; as a container's PID 1 nothing else would handle it) and
+/// SIGINT (Ctrl-C). Installed up front, so a signal that arrives while the
+/// process starts is not lost.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => info!("SIGTERM received"),
+            _ = self.interrupt.recv() => info!("SIGINT received"),
+        }
+    }
 }
 
 /// A devnet producing into `store` and serving it, with its pool behind an
 /// admin token: the server and the producer, which run until `stop`.
 async fn start_devnet(
     store: Arc<dyn Store>,
-    listen: SocketAddr,
+    (listen, listen_flag): (SocketAddr, &'static str),
     metrics_listen: Option<SocketAddr>,
     options: DevnetOptions,
     chain: &ChainArgs,
@@ -115,6 +143,7 @@ async fn start_devnet(
     let serve = ServeOptions {
         block_delay_secs: devnet.block_secs(),
         listen,
+        listen_flag,
         metrics_listen,
         cache_bytes: 64 << 20,
         max_wait: std::time::Duration::from_secs(300),
@@ -126,12 +155,13 @@ async fn start_devnet(
     Ok((server, tokio::spawn(devnet.run(stop))))
 }
 
-/// Waits for Ctrl-C, or for `task` to end (with its error).
+/// Waits for SIGTERM or SIGINT, or for `task` to end (with its error).
 async fn until_interrupted<E: Into<anyhow::Error>>(
+    signals: Signals,
     task: &mut JoinHandle<Result<(), E>>,
 ) -> anyhow::Result<()> {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = signals.wait() => Ok(()),
         finished = task => finished?.map_err(Into::into),
     }
 }
@@ -139,16 +169,24 @@ async fn until_interrupted<E: Into<anyhow::Error>>(
 fn run_devnet(
     store: Result<Arc<dyn Store>, lotus_follower::store::StoreError>,
     listen: SocketAddr,
-    metrics_listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
     options: DevnetOptions,
     chain: &ChainArgs,
 ) -> anyhow::Result<()> {
     let store = store?;
     tokio::runtime::Runtime::new()?.block_on(async {
+        let signals = Signals::install()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (server, mut producer) =
-            start_devnet(store, listen, Some(metrics_listen), options, chain, stopped).await?;
-        let result = until_interrupted(&mut producer).await;
+        let (server, mut producer) = start_devnet(
+            store,
+            (listen, "--listen"),
+            metrics_listen,
+            options,
+            chain,
+            stopped,
+        )
+        .await?;
+        let result = until_interrupted(signals, &mut producer).await;
         let _ = stop.send(true);
         info!("shutting down: closing channels");
         server.stop().await;
@@ -174,6 +212,7 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
         metrics.clone(),
     ));
     tokio::runtime::Runtime::new()?.block_on(async {
+        let signals = Signals::install()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (metrics_address, _) =
             lotus_follower::metrics::serve(args.metrics_listen, metrics, stopped.clone()).await?;
@@ -186,10 +225,13 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
             ingester.run(INGEST_POLL, lease, stopped).await;
             anyhow::Ok(())
         });
-        let result = until_interrupted(&mut following).await;
+        let result = until_interrupted(signals, &mut following).await;
         let _ = stop.send(true);
-        // Let it give up the Lease before the process ends.
+        // Let it give up the Lease before the process ends (it stops waiting
+        // for a sync in progress at once; the Lease call is bounded by the
+        // Kubernetes client's timeouts).
         let _ = following.await;
+        info!("stopped");
         result
     })
 }
@@ -243,21 +285,25 @@ fn run_replay(args: &DevnetArgs, car: &str) -> anyhow::Result<()> {
     let serve = ServeOptions {
         network: args.network,
         schedule: Schedule::of(args.network),
-        block_delay_secs: block_time.as_secs(),
+        // Lotus reports whole seconds; a sub-second devnet reports 1.
+        block_delay_secs: block_time.as_secs().max(1),
         listen: args.listen,
-        metrics_listen: Some(args.metrics_listen),
+        listen_flag: "--listen",
+        metrics_listen: args.metrics_listen,
         cache_bytes: 64 << 20,
         limits: Limits::default(),
         max_lookback_epochs: i64::MAX,
         max_wait: std::time::Duration::from_secs(300),
+        shutdown_timeout: lotus_follower::serve::DEFAULT_SHUTDOWN_TIMEOUT,
         pool: None,
     };
     tokio::runtime::Runtime::new()?.block_on(async {
+        let signals = Signals::install()?;
         let server = lotus_follower::serve::start(store, serve).await?;
         info!(rpc = %server.rpc_address, "serving the replay");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut replaying = tokio::spawn(replay.run(block_time, stopped));
-        let result = until_interrupted(&mut replaying).await;
+        let result = until_interrupted(signals, &mut replaying).await;
         let _ = stop.send(true);
         server.stop().await;
         result
@@ -279,16 +325,24 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         let (leader_store, follower_store) = (open("leader")?, open("follower")?);
         info!(stores = %dir.display(), "dev: a devnet leader, an ingester and a follower");
         tokio::runtime::Runtime::new()?.block_on(async {
+            let signals = Signals::install()?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let (leader, mut producer) = start_devnet(
                 leader_store,
-                args.leader_listen,
+                (args.leader_listen, "--leader-listen"),
                 None,
                 args.chain.options(std::time::Duration::from_secs(4)),
                 &args.chain,
                 stopped.clone(),
             )
             .await?;
+            // Lotus reports whole seconds; a sub-second devnet reports 1.
+            let leader_block_delay = args
+                .chain
+                .options(std::time::Duration::from_secs(4))
+                .block_time
+                .as_secs()
+                .max(1);
             let ingester = Arc::new(Ingester::new(
                 follower_store.clone(),
                 Leader::new(
@@ -301,23 +355,21 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
                 1,
                 Metrics::new()?,
             ));
-            tokio::spawn(ingester.run(INGEST_POLL, None, stopped.clone()));
+            let ingesting = tokio::spawn(ingester.run(INGEST_POLL, None, stopped.clone()));
             let follower = lotus_follower::serve::start(
                 follower_store,
                 ServeOptions {
                     network: Network::Devnet,
                     schedule: Schedule::of(Network::Devnet),
-                    block_delay_secs: args
-                        .chain
-                        .options(std::time::Duration::from_secs(4))
-                        .block_time
-                        .as_secs(),
+                    block_delay_secs: leader_block_delay,
                     listen: args.listen,
-                    metrics_listen: Some(args.metrics_listen),
+                    listen_flag: "--listen",
+                    metrics_listen: args.metrics_listen,
                     cache_bytes: 64 << 20,
                     limits: Limits::default(),
                     max_lookback_epochs: 2880,
                     max_wait: std::time::Duration::from_secs(300),
+                    shutdown_timeout: lotus_follower::serve::DEFAULT_SHUTDOWN_TIMEOUT,
                     pool: None,
                 },
             )
@@ -327,9 +379,11 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
                 leader = %leader.rpc_address,
                 "dev: query the follower; push messages to the leader with the admin token"
             );
-            let result = until_interrupted(&mut producer).await;
+            let result = until_interrupted(signals, &mut producer).await;
             let _ = stop.send(true);
+            info!("shutting down: closing channels");
             follower.stop().await;
+            let _ = ingesting.await;
             leader.stop().await;
             result
         })

@@ -1,5 +1,6 @@
 //! The follower's Prometheus metrics (names fixed by DESIGN.md), in one
-//! registry served on `--metrics-listen`.
+//! registry served on `--metrics-listen`, or at `/debug/metrics` on the RPC
+//! listener when that flag is not given.
 
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -101,13 +102,23 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `address` until `stop` turns true.
+/// Serves `/metrics` on `address` (named with its flag, `--metrics-listen`,
+/// when it cannot be bound) until `stop` turns true.
 pub async fn serve(
     address: std::net::SocketAddr,
     metrics: Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = crate::serve::bind(address, "--metrics-listen").await?;
+    serve_on(listener, metrics, stop)
+}
+
+/// Serves `/metrics` on a bound listener until `stop` turns true.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let bound = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/metrics",

@@ -11,6 +11,7 @@ use crate::{
     rpc::{
         self, Limits, Server,
         auth::Auth,
+        limits::CappedListener,
         methods::{Context, mpool::MessagePool},
     },
     store::{Store, StoreError, cached::CachedStore},
@@ -26,12 +27,18 @@ pub struct ServeOptions {
     /// Seconds between epochs, as `Version` reports it.
     pub block_delay_secs: u64,
     pub listen: SocketAddr,
+    /// The flag `listen` came from, for a bind error to name it.
+    pub listen_flag: &'static str,
+    /// A separate Prometheus listener (`/metrics`); without one, metrics are
+    /// served on the RPC listener at `/debug/metrics`, as Lotus does.
     pub metrics_listen: Option<SocketAddr>,
     pub cache_bytes: u64,
     pub limits: Limits,
     pub max_lookback_epochs: i64,
     /// How long `StateWaitMsg` may wait.
     pub max_wait: Duration,
+    /// How long shutdown waits for calls in flight before cutting them.
+    pub shutdown_timeout: Duration,
     /// A leader's message pool (the devnet's), with the API-token secret
     /// guarding its write methods.
     pub pool: Option<(Arc<dyn MessagePool>, Auth)>,
@@ -46,11 +53,13 @@ impl ServeOptions {
             schedule: Schedule::of(network),
             block_delay_secs: network.block_delay_secs(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen_flag: "--listen",
             metrics_listen: None,
             cache_bytes: 16 << 20,
             limits: Limits::default(),
             max_lookback_epochs: 2880,
             max_wait: Duration::from_secs(1),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             pool: None,
         }
     }
@@ -66,12 +75,28 @@ impl ServeOptions {
     }
 }
 
+/// `--shutdown-timeout`'s default: well inside Kubernetes' default 30 s grace.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct RunningServer {
     pub rpc_address: SocketAddr,
     pub metrics_address: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    server: Arc<Server>,
+    shutdown_timeout: Duration,
+    /// The head watcher and the ChainNotify feed: stopped last.
+    background: Vec<JoinHandle<()>>,
+    /// The listeners: drained on stop.
+    listeners: Vec<JoinHandle<()>>,
+}
+
+/// Binds `address`, naming it and the flag it came from on failure (two
+/// processes on one host otherwise die with a bare "Address already in use").
+pub async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {address} ({flag}): {error}"))
 }
 
 pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Result<RunningServer> {
@@ -80,6 +105,12 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
     if let Err(error @ StoreError::SchemaTooNew { .. }) = store.check_readable() {
         anyhow::bail!("{error}");
     }
+    // Bound first: a taken port fails the start before anything runs.
+    let listener = bind(options.listen, options.listen_flag).await?;
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(bind(address, "--metrics-listen").await?),
+        None => None,
+    };
     let metrics = Metrics::new()?;
     let cached: Arc<dyn Store> = Arc::new(CachedStore::new(
         store,
@@ -98,40 +129,46 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
     };
     let (head_sender, head) = watch::channel(None);
     let (shutdown, shutdown_receiver) = watch::channel(false);
-    let server = Arc::new(Server {
-        ctx: ctx.clone(),
-        limits: options.limits,
-        metrics: metrics.clone(),
-        head,
-        shutdown: shutdown_receiver.clone(),
-        responses: rpc::response_cache(options.cache_bytes / 8),
-        auth: options.pool.map(|(_, auth)| auth),
-    });
-
-    let mut tasks = vec![tokio::spawn(rpc::watch_head(
-        ctx,
+    let (mut server, feed_task) = Server::new(
+        ctx.clone(),
+        options.limits,
         metrics.clone(),
-        head_sender,
-        HEAD_POLL,
-    ))];
-    let listener = TcpListener::bind(options.listen).await?;
+        head,
+        shutdown_receiver.clone(),
+        rpc::response_cache(options.cache_bytes / 8),
+        options.pool.map(|(_, auth)| auth),
+    );
+    server.debug_metrics = metrics_listener.is_none();
+    let server = Arc::new(server);
+
+    let background = vec![
+        tokio::spawn(rpc::watch_head(
+            ctx,
+            metrics.clone(),
+            head_sender,
+            HEAD_POLL,
+            shutdown_receiver.clone(),
+        )),
+        feed_task,
+    ];
     let rpc_address = listener.local_addr()?;
-    let app = rpc::router(server);
+    let app = rpc::router(server.clone());
     let mut stop = shutdown_receiver.clone();
-    tasks.push(tokio::spawn(async move {
-        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let capped = CappedListener::new(listener, options.limits.max_connections);
+    let mut listeners = vec![tokio::spawn(async move {
+        let serving = axum::serve(capped, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         });
         if let Err(error) = serving.await {
             tracing::error!("RPC listener failed: {error}");
         }
-    }));
+    })];
 
-    let metrics_address = match options.metrics_listen {
-        Some(address) => {
+    let metrics_address = match metrics_listener {
+        Some(listener) => {
             let (bound, task) =
-                crate::metrics::serve(address, metrics, shutdown_receiver.clone()).await?;
-            tasks.push(task);
+                crate::metrics::serve_on(listener, metrics, shutdown_receiver.clone())?;
+            listeners.push(task);
             Some(bound)
         }
         None => None,
@@ -140,90 +177,40 @@ pub async fn start(store: Arc<dyn Store>, options: ServeOptions) -> anyhow::Resu
         rpc_address,
         metrics_address,
         shutdown,
-        tasks,
+        server,
+        shutdown_timeout: options.shutdown_timeout,
+        background,
+        listeners,
     })
 }
 
 impl RunningServer {
-    /// Closes every channel (`xrpc.ch.close`), stops accepting, and waits.
-    pub async fn stop(self) {
+    /// Stops accepting, closes every channel (`xrpc.ch.close`), lets calls in
+    /// flight finish (waits end at once with an error) for at most the
+    /// shutdown timeout, then cuts what is left.
+    pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks.into_iter().skip(1) {
-            let _ = task.await;
+        self.server.connections.close();
+        let drained = async {
+            for task in self.listeners.iter_mut() {
+                let _ = task.await;
+            }
+            self.server.connections.wait().await;
+        };
+        if tokio::time::timeout(self.shutdown_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "calls still in flight after {:?}: cutting them",
+                self.shutdown_timeout
+            );
+            for task in &self.listeners {
+                task.abort();
+            }
         }
-    }
-}
-
-/// Parses sizes like `512MiB`, `1GiB`, `100M` or plain bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}"))?;
-    let multiplier: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "k" | "KB" => 1_000,
-        "KiB" | "Ki" => 1 << 10,
-        "M" | "MB" => 1_000_000,
-        "MiB" | "Mi" => 1 << 20,
-        "G" | "GB" => 1_000_000_000,
-        "GiB" | "Gi" => 1 << 30,
-        other => return Err(format!("invalid size unit {other:?} in {text:?}")),
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("size {text:?} is too large"))
-}
-
-/// `30s`, `4s`, `2m` or a number of seconds.
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = match text.strip_suffix('m') {
-        Some(minutes) => (minutes, 60),
-        None => (text.strip_suffix('s').unwrap_or(text), 1),
-    };
-    let number: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30s or 2m)"))?;
-    if number == 0 {
-        return Err(format!("duration {text:?} must be positive"));
-    }
-    number
-        .checked_mul(scale)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration {text:?} is too long"))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::{parse_seconds, parse_size};
-
-    #[test]
-    fn durations_parse_in_seconds_or_minutes() {
-        assert_eq!(parse_seconds("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_seconds("4"), Ok(Duration::from_secs(4)));
-        assert_eq!(parse_seconds("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_seconds("0s").is_err());
-        assert!(parse_seconds("soon").is_err());
-    }
-
-    #[test]
-    fn sizes_parse_with_suffixes() {
-        // Kubernetes quantities, as the operator passes `cacheSize`.
-        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
-        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("100M"), Ok(100_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
+        for task in &self.background {
+            task.abort();
+        }
     }
 }

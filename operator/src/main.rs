@@ -69,6 +69,10 @@ struct RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Built in one workspace with the follower, whose CQL driver brings rustls
+    // with its other provider (aws-lc-rs), rustls cannot pick a default and
+    // kube's client would panic: name ring, which kube is built for.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Crdgen) => {

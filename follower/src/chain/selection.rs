@@ -40,6 +40,9 @@ pub enum SelectionError {
     },
     #[error("cannot read the message lists of block {block}: {reason}")]
     Unreadable { block: Cid, reason: String },
+    /// The store failed while reading them (an outage, not missing data).
+    #[error("store unavailable: {0}")]
+    Store(String),
     #[error("cannot resolve sender {sender} in the parent state: {reason}")]
     Sender { sender: String, reason: StateError },
     #[error(transparent)]
@@ -79,9 +82,12 @@ fn load<BS: Blockstore, T: serde::de::DeserializeOwned>(
 ) -> Result<T, SelectionError> {
     let bytes = store
         .get(cid)
-        .map_err(|e| SelectionError::Unreadable {
-            block: *block,
-            reason: e.to_string(),
+        .map_err(|e| match crate::store::store_failure(&e) {
+            Some(reason) => SelectionError::Store(reason),
+            None => SelectionError::Unreadable {
+                block: *block,
+                reason: e.to_string(),
+            },
         })?
         .ok_or(SelectionError::Missing {
             block: *block,
@@ -96,9 +102,12 @@ fn cids_of<BS: Blockstore>(
     block: &Cid,
     root: &Cid,
 ) -> Result<Vec<Cid>, SelectionError> {
-    let unreadable = |e: fvm_ipld_amt::Error| SelectionError::Unreadable {
-        block: *block,
-        reason: e.to_string(),
+    let unreadable = |e: fvm_ipld_amt::Error| match crate::store::amt_store_failure(&e) {
+        Some(reason) => SelectionError::Store(reason),
+        None => SelectionError::Unreadable {
+            block: *block,
+            reason: e.to_string(),
+        },
     };
     let amt = Amtv0::<Cid, &BS>::load(root, store).map_err(unreadable)?;
     let mut cids = Vec::with_capacity(amt.count() as usize);

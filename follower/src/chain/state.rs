@@ -156,6 +156,15 @@ impl<BS: Blockstore> StateTree<BS> {
         }
     }
 
+    /// A HAMT error: the store failing is an outage ([`StateError::Store`]),
+    /// anything else a tree that is incomplete or malformed.
+    fn hamt_error(&self, error: fvm_ipld_hamt::Error) -> StateError {
+        match crate::store::hamt_store_failure(&error) {
+            Some(reason) => StateError::Store(reason),
+            None => self.tree_error(error),
+        }
+    }
+
     /// The actor with this ID, if it exists.
     pub fn get_actor(&self, id: ActorID) -> Result<Option<ActorState>, StateError> {
         let key = BytesKey(Address::new_id(id).to_bytes());
@@ -202,7 +211,7 @@ impl<BS: Blockstore> StateTree<BS> {
             Hamt::<&BS, V>::load_with_bit_width(root, &self.store, HAMT_BIT_WIDTH)
                 .and_then(|hamt| hamt.get(key).map(|v| v.cloned()))
         }
-        .map_err(|e| self.tree_error(e))
+        .map_err(|e| self.hamt_error(e))
     }
 
     /// Every entry of a HAMT in this tree's format.
@@ -221,7 +230,7 @@ impl<BS: Blockstore> StateTree<BS> {
             Hamt::<&BS, V>::load_with_bit_width(root, &self.store, HAMT_BIT_WIDTH)
                 .and_then(|hamt| hamt.for_each(&mut f))
         }
-        .map_err(|e| self.tree_error(e))
+        .map_err(|e| self.hamt_error(e))
     }
 
     /// An actor's own state, decoded.

@@ -132,9 +132,32 @@ fn block_count(seed: u64, height: i64, salt: u64) -> usize {
 }
 
 fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// The wall clock in milliseconds: epochs may be shorter than a second.
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// The block time in milliseconds, at least 1.
+fn block_ms(options: &DevnetOptions) -> u64 {
+    u64::try_from(options.block_time.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Epoch `height`'s start in whole seconds: the epoch's start in milliseconds,
+/// rounded down, so a sub-second devnet stamps several epochs with one second.
+fn epoch_start_secs(genesis_secs: u64, block_ms: u64, height: i64) -> u64 {
+    let offset_ms = u64::try_from(height.max(0))
+        .unwrap_or(0)
+        .saturating_mul(block_ms);
+    genesis_secs + offset_ms / 1000
 }
 
 impl Devnet {
@@ -177,10 +200,11 @@ impl Devnet {
         // A restart must keep the chain's clock and keys: another block time
         // would put the clock's epoch below the head, another seed would leave
         // account 0 unfunded.
-        let block_secs = options.block_time.as_secs().max(1);
-        if head.timestamp() != genesis.timestamp() + head.height().max(0) as u64 * block_secs {
+        let block_ms = block_ms(&options);
+        if head.timestamp() != epoch_start_secs(genesis.timestamp(), block_ms, head.height()) {
             return Err(DevnetError::Mismatch(format!(
-                "its block time is not {block_secs}s (the head at height {} is stamped {})",
+                "its block time is not {:?} (the head at height {} is stamped {})",
+                options.block_time,
                 head.height(),
                 head.timestamp()
             )));
@@ -216,25 +240,47 @@ impl Devnet {
         }
     }
 
+    /// The block time as `Version`'s `BlockDelaySecs` reports it: whole
+    /// seconds, at least 1 (Lotus's field is an integer; a sub-second devnet
+    /// reports 1).
     pub fn block_secs(&self) -> u64 {
         self.options.block_time.as_secs().max(1)
     }
 
-    /// The epoch the wall clock is in.
+    /// The epoch the wall clock (in seconds) is in.
     pub fn epoch_at(&self, now: u64) -> i64 {
-        (now.saturating_sub(self.genesis_time) / self.block_secs()) as i64
+        self.epoch_at_ms(now.saturating_mul(1000))
     }
 
-    /// When epoch `height` starts, in seconds.
+    /// The epoch the wall clock (in milliseconds) is in: epochs count from
+    /// elapsed milliseconds, so block times below a second work.
+    pub fn epoch_at_ms(&self, now_ms: u64) -> i64 {
+        let since = now_ms.saturating_sub(self.genesis_time.saturating_mul(1000));
+        i64::try_from(since / block_ms(&self.options)).unwrap_or(i64::MAX)
+    }
+
+    /// When epoch `height` starts, in whole seconds (header timestamps are
+    /// seconds, as in Lotus).
     pub fn epoch_start(&self, height: i64) -> u64 {
-        self.genesis_time + height.max(0) as u64 * self.block_secs()
+        epoch_start_secs(self.genesis_time, block_ms(&self.options), height)
     }
 
-    /// Produces the tipset of the epoch the clock is in, unless it exists, or
-    /// the epoch is a null round. Epochs skipped while the devnet was down are
-    /// null rounds too.
+    /// When epoch `height` starts, in milliseconds.
+    fn epoch_start_ms(&self, height: i64) -> u64 {
+        self.genesis_time.saturating_mul(1000)
+            + u64::try_from(height.max(0)).unwrap_or(0) * block_ms(&self.options)
+    }
+
+    /// Produces the tipset of the epoch the clock (seconds) is in, unless it
+    /// exists, or the epoch is a null round. Epochs skipped while the devnet
+    /// was down are null rounds too.
     pub fn step(&mut self, now: u64) -> Result<Step, DevnetError> {
-        let height = self.epoch_at(now);
+        self.step_ms(now.saturating_mul(1000))
+    }
+
+    /// [`Devnet::step`] with the clock in milliseconds.
+    pub fn step_ms(&mut self, now_ms: u64) -> Result<Step, DevnetError> {
+        let height = self.epoch_at_ms(now_ms);
         if height <= self.head.height() {
             return Ok(Step::Idle);
         }
@@ -430,7 +476,7 @@ impl Devnet {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), DevnetError> {
         loop {
-            let step = tokio::task::block_in_place(|| self.step(now_secs()))?;
+            let step = tokio::task::block_in_place(|| self.step_ms(now_ms()))?;
             match step {
                 Step::Produced {
                     height,
@@ -443,14 +489,15 @@ impl Devnet {
                 Step::NullRound(height) => tracing::info!(height, "null round"),
                 Step::Idle => {}
             }
-            let next = self.epoch_start(self.epoch_at(now_secs()) + 1);
-            let half = self.block_secs() / 2;
+            let next = self.epoch_start_ms(self.epoch_at_ms(now_ms()) + 1);
+            let half = block_ms(&self.options) / 2;
             let head = self.head.height();
             let grow = matches!(step, Step::Produced { .. })
                 && roll(self.options.seed, "grow", head) < 26
                 && half > 0;
-            let wait = |until: u64| {
-                Duration::from_secs(until.saturating_sub(now_secs())).max(Duration::from_millis(50))
+            let wait = |until_ms: u64| {
+                Duration::from_millis(until_ms.saturating_sub(now_ms()))
+                    .max(Duration::from_millis(10))
             };
             if grow {
                 tokio::select! {

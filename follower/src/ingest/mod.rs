@@ -281,7 +281,14 @@ impl Ingester {
                 renewed = Some(Instant::now());
             }
             let wait = if leading {
-                self.sync_step(&mut report, &mut backoff, poll).await
+                // A sync can take long (a wide gap): on stop, stop waiting for
+                // it, so shutdown stays bounded and the Lease is released. The
+                // abandoned sync cannot move the head once another holder has
+                // a newer term (the store fences by term).
+                tokio::select! {
+                    wait = self.sync_step(&mut report, &mut backoff, poll) => wait,
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
             } else {
                 poll
             };

@@ -19,7 +19,7 @@ use crate::{
         state::StateError,
     },
     import::{IndexError, load_tipset},
-    store::{Store, StoreBlockstore, StoreError},
+    store::{Store, StoreBlockstore, StoreError, amt_store_failure},
 };
 
 /// Lotus's EC finality: 900 epochs.
@@ -60,6 +60,24 @@ impl From<IndexError> for QueryError {
             IndexError::Cbor(e) => QueryError::Cbor(e),
             IndexError::Selection(e) => QueryError::Selection(e),
             other => QueryError::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl QueryError {
+    /// Whether the store could not be read (unreachable, timing out, refusing
+    /// the role): an outage, never an answer about the chain. Judged by kind,
+    /// never by text.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            QueryError::Store(error) => error.is_unavailable(),
+            QueryError::State(StateError::Store(_))
+            | QueryError::Selection(SelectionError::Store(_))
+            | QueryError::Selection(SelectionError::Sender {
+                reason: StateError::Store(_),
+                ..
+            }) => true,
+            _ => false,
         }
     }
 }
@@ -230,9 +248,15 @@ impl<'a> Chain<'a> {
     pub fn parent_receipts(&self, block: &Cid) -> Result<Vec<MessageReceipt>> {
         let header = self.block(block)?;
         let root = header.parent_message_receipts;
-        let missing = |_| QueryError::NotInStore {
-            what: "receipts",
-            cid: root,
+        // Absent receipts are "not in the store"; a store that fails is an
+        // outage and must never read as absent (StateSearchMsg would answer
+        // "no receipt").
+        let missing = |error: fvm_ipld_amt::Error| match amt_store_failure(&error) {
+            Some(reason) => QueryError::Store(StoreError::Backend(reason)),
+            None => QueryError::NotInStore {
+                what: "receipts",
+                cid: root,
+            },
         };
         let amt = Amtv0::<MessageReceipt, _>::load(&root, self.blockstore()).map_err(missing)?;
         let mut receipts = Vec::with_capacity(amt.count() as usize);

@@ -25,23 +25,25 @@ fn server(dir: &tempfile::TempDir) -> anyhow::Result<Server> {
     let store = Arc::new(EmbeddedStore::open(dir.path())?);
     let (_, head) = watch::channel(None);
     let (_, shutdown) = watch::channel(false);
-    Ok(Server {
-        ctx: Context {
-            store,
-            network: Network::Mainnet,
-            schedule: Arc::new(Schedule::of(Network::Mainnet)),
-            block_delay_secs: 30,
-            max_lookback_epochs: 2880,
-            max_wait: Duration::from_millis(10),
-            pool: None,
-        },
-        limits: Limits::default(),
-        metrics: Metrics::new()?,
+    let ctx = Context {
+        store,
+        network: Network::Mainnet,
+        schedule: Arc::new(Schedule::of(Network::Mainnet)),
+        block_delay_secs: 30,
+        max_lookback_epochs: 2880,
+        max_wait: Duration::from_millis(10),
+        pool: None,
+    };
+    let (server, _feed) = Server::new(
+        ctx,
+        Limits::default(),
+        Metrics::new()?,
         head,
         shutdown,
-        responses: super::response_cache(1 << 20),
-        auth: None,
-    })
+        super::response_cache(1 << 20),
+        None,
+    );
+    Ok(server)
 }
 
 /// A response is an object with `jsonrpc: "2.0"`, an id, and exactly one of
@@ -107,8 +109,10 @@ proptest! {
     #[test]
     fn any_bytes_get_a_json_rpc_answer(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let runtime = tokio::runtime::Runtime::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // The server starts its ChainNotify feed task on the runtime.
+        let _entered = runtime.enter();
+        let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Allowed::all(), &Bytes::from(bytes), false));
         // Random bytes are never a notification-only body.
         let response = response.ok_or_else(|| TestCaseError::fail("no answer"))?;
@@ -119,8 +123,10 @@ proptest! {
     #[test]
     fn any_request_or_batch_gets_well_formed_answers(batch in prop::collection::vec(request(), 1..5), as_batch in any::<bool>()) {
         let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let runtime = tokio::runtime::Runtime::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // The server starts its ChainNotify feed task on the runtime.
+        let _entered = runtime.enter();
+        let server = server(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let body = if as_batch { Value::Array(batch.clone()) } else { batch[0].clone() };
         let response = runtime.block_on(handle_body(&server, ApiVersion::V1, &Allowed::all(), &Bytes::from(body.to_string()), false));
         let calls = if as_batch { batch.len() } else { 1 };

@@ -1,9 +1,14 @@
 //! The JSON-RPC server: HTTP POST and websocket on `/rpc/v0` and `/rpc/v1`,
-//! health on `/health/livez` and `/health/readyz`. Requests are checked against
-//! the limits before parsing; methods run on blocking threads (the store is
-//! synchronous); every answer is a JSON-RPC response, never a hang.
+//! health on `/health/livez` and `/health/readyz`, metrics on `/debug/metrics`
+//! unless a separate metrics listener is configured. Requests are checked
+//! against the limits before parsing; store work runs on blocking threads (the
+//! store is synchronous), at most [`limits::STORE_WORKERS`] at once and each
+//! within the request timeout; waiting (`StateWaitMsg`) happens on the head
+//! watch, never on a thread. Every answer is a JSON-RPC response, never a hang.
 
 pub mod auth;
+pub mod feed;
+pub mod limits;
 pub mod methods;
 pub mod params;
 pub mod protocol;
@@ -24,34 +29,21 @@ use axum::{
 };
 use quick_cache::{Weighter, sync::Cache};
 use serde_json::{Value, value::RawValue};
-use tokio::sync::watch;
+use tokio::{
+    sync::{Semaphore, watch},
+    time::Instant as Deadline,
+};
+use tokio_util::task::TaskTracker;
 
+pub use self::limits::Limits;
 use self::{
     auth::{Allowed, Auth},
-    methods::{ApiVersion, Context},
+    feed::HeadFeed,
+    limits::{MethodLimits, STORE_WORKERS},
+    methods::{ApiVersion, Context, Handler},
     protocol::{RpcError, failure, normalize_method, parse_request, success},
 };
 use crate::{chain::TipSetKey, metrics::Metrics};
-
-/// The request limits, each answered with a JSON-RPC error.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_batch: usize,
-    pub max_json_depth: usize,
-    pub max_subscriptions: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 1 << 20,
-            max_batch: 100,
-            max_json_depth: 32,
-            max_subscriptions: 16,
-        }
-    }
-}
 
 /// The head as the watcher last saw it: the store's head version and tipset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,15 +104,66 @@ pub struct Server {
     /// Checks API tokens where write methods exist (the devnet); without it
     /// every caller may call every method served.
     pub auth: Option<Auth>,
+    /// Per-method and wait limits.
+    pub method_limits: MethodLimits,
+    /// Store work in flight (see [`STORE_WORKERS`]).
+    pub workers: Arc<Semaphore>,
+    /// Head changes for ChainNotify, computed once for every subscriber.
+    pub feed: HeadFeed,
+    /// The websocket connections, so shutdown can wait for their closes.
+    pub connections: TaskTracker,
+    /// Metrics on `/debug/metrics` of the RPC listener (no separate listener).
+    pub debug_metrics: bool,
+}
+
+impl Server {
+    /// A server around `ctx`; the head feed's task is returned to be owned by
+    /// the caller (it ends when `head`'s sender does).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: Context,
+        limits: Limits,
+        metrics: Metrics,
+        head: watch::Receiver<Option<SeenHead>>,
+        shutdown: watch::Receiver<bool>,
+        responses: ResponseCache,
+        auth: Option<Auth>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let names = methods::all(ApiVersion::V0, true).chain(methods::all(ApiVersion::V1, true));
+        let method_limits = MethodLimits::new(names.map(|method| method.name), &limits);
+        let (feed, feed_task) = HeadFeed::start(ctx.clone(), head.clone());
+        let server = Self {
+            ctx,
+            limits,
+            metrics,
+            head,
+            shutdown,
+            responses,
+            auth,
+            method_limits,
+            workers: Arc::new(Semaphore::new(STORE_WORKERS)),
+            feed,
+            connections: TaskTracker::new(),
+            debug_metrics: false,
+        };
+        (server, feed_task)
+    }
 }
 
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/rpc/v0", get(websocket_v0).post(http_v0))
         .route("/rpc/v1", get(websocket_v1).post(http_v1))
         .route("/health/livez", get(|| async { "ok" }))
-        .route("/health/readyz", get(readyz))
-        .with_state(server)
+        .route("/health/readyz", get(readyz));
+    if server.debug_metrics {
+        // As Lotus serves its metrics on the API port.
+        router = router.route(
+            "/debug/metrics",
+            get(|State(server): State<Arc<Server>>| async move { server.metrics.render() }),
+        );
+    }
+    router.with_state(server)
 }
 
 async fn http_v0(State(server): State<Arc<Server>>, headers: HeaderMap, body: Body) -> Response {
@@ -239,13 +282,23 @@ pub async fn handle_body(
                 ));
                 return Some(failure(&Value::Null, &error));
             }
-            let mut responses = Vec::with_capacity(batch.len());
-            for request in batch {
-                if let Some(response) =
-                    handle_value(server, version, allowed, request, websocket).await
-                {
-                    responses.push(response);
-                }
+            // Concurrently: a batch of waits must not run one after another.
+            let responses: Vec<String> = futures::future::join_all(
+                batch
+                    .into_iter()
+                    .map(|request| handle_value(server, version, allowed, request, websocket)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+            let total: usize = responses.iter().map(String::len).sum();
+            if total > server.limits.max_response_bytes {
+                let error = RpcError::limit(format!(
+                    "the batch's answer of {total} bytes is over the limit of {} (--max-response-bytes)",
+                    server.limits.max_response_bytes
+                ));
+                return Some(failure(&Value::Null, &error));
             }
             (!responses.is_empty()).then(|| format!("[{}]", responses.join(",")))
         }
@@ -318,42 +371,7 @@ pub async fn call(
         ));
     }
     let started = Instant::now();
-    let head = server.head.borrow().as_ref().map(|head| head.version);
-    let key = match head {
-        Some(head) if !UNCACHEABLE.contains(&entry.name) => Some(ResponseKey {
-            version,
-            head,
-            method: entry.name,
-            params: Value::Array(params.clone()).to_string(),
-        }),
-        _ => None,
-    };
-    let cached = key.as_ref().and_then(|key| server.responses.get(key));
-    let result = match cached {
-        Some(result) => Ok(result),
-        None => {
-            let ctx = server.ctx.clone();
-            let handler = entry.handler;
-            let computed: Result<Arc<RawValue>, RpcError> =
-                tokio::task::spawn_blocking(move || {
-                    let value = handler(&ctx, &params)?;
-                    serde_json::value::to_raw_value(&value)
-                        .map(Arc::from)
-                        .map_err(|error| RpcError::new(protocol::INTERNAL_ERROR, error.to_string()))
-                })
-                .await
-                .unwrap_or_else(|_| {
-                    Err(RpcError::new(
-                        protocol::INTERNAL_ERROR,
-                        "the method failed unexpectedly",
-                    ))
-                });
-            if let (Some(key), Ok(result)) = (key, &computed) {
-                server.responses.insert(key, result.clone());
-            }
-            computed
-        }
-    };
+    let result = admitted_call(server, version, entry, params).await;
     let code = result.as_ref().map_or_else(|error| error.code, |_| 0);
     server
         .metrics
@@ -368,19 +386,168 @@ pub async fn call(
     result
 }
 
+/// A call within the method's concurrency limit: from the response cache when
+/// the head has not moved, otherwise run (or, for waiting methods, waited for).
+async fn admitted_call(
+    server: &Server,
+    version: ApiVersion,
+    entry: &'static methods::Method,
+    params: Vec<Value>,
+) -> Result<Arc<RawValue>, RpcError> {
+    let _admitted = server.method_limits.admit(entry.name, entry.waits)?;
+    if entry.waits {
+        return wait_call(server, entry, params).await;
+    }
+    let head = server.head.borrow().as_ref().map(|head| head.version);
+    let key = match head {
+        Some(head) if !UNCACHEABLE.contains(&entry.name) => Some(ResponseKey {
+            version,
+            head,
+            method: entry.name,
+            params: Value::Array(params.clone()).to_string(),
+        }),
+        _ => None,
+    };
+    if let Some(cached) = key.as_ref().and_then(|key| server.responses.get(key)) {
+        return Ok(cached);
+    }
+    let deadline = Deadline::now() + server.limits.request_timeout;
+    let computed = run_blocking(server, entry, Arc::new(params), deadline).await;
+    if let (Some(key), Ok(result)) = (key, &computed) {
+        server.responses.insert(key, result.clone());
+    }
+    computed
+}
+
+/// A waiting method (`StateWaitMsg`): its handler checks once and answers
+/// `null` while the condition does not hold yet; it is checked again at each
+/// head change, with no thread held in between, until it holds, the wait limit
+/// passes, or the server shuts down.
+async fn wait_call(
+    server: &Server,
+    entry: &'static methods::Method,
+    params: Vec<Value>,
+) -> Result<Arc<RawValue>, RpcError> {
+    let params = Arc::new(params);
+    let until = Deadline::now() + server.ctx.max_wait;
+    let mut head = server.head.clone();
+    let mut shutdown = server.shutdown.clone();
+    loop {
+        // Marked seen before checking, so a head change during the check
+        // wakes the next wait instead of being missed.
+        head.borrow_and_update();
+        let check_deadline = (Deadline::now() + server.limits.request_timeout).min(until);
+        let found = run_blocking(server, entry, params.clone(), check_deadline).await?;
+        if found.get() != "null" {
+            return Ok(found);
+        }
+        tokio::select! {
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return Err(shutting_down());
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {
+                return Err(RpcError::method(format!(
+                    "{} did not complete within {:?} (--max-wait-seconds)",
+                    entry.name.trim_start_matches("Filecoin."),
+                    server.ctx.max_wait
+                )));
+            }
+            _ = shutdown.wait_for(|stop| *stop) => return Err(shutting_down()),
+        }
+    }
+}
+
+fn shutting_down() -> RpcError {
+    RpcError::new(protocol::INTERNAL_ERROR, "the server is shutting down")
+}
+
+/// Runs a handler on a blocking thread, within the store-worker limit and the
+/// deadline, and serializes its result within the response size limit. The
+/// thread cannot be interrupted: on timeout the caller gets its error at once
+/// and the worker slot is released when the store call returns (bounded by the
+/// store's own request timeout).
+async fn run_blocking(
+    server: &Server,
+    entry: &'static methods::Method,
+    params: Arc<Vec<Value>>,
+    deadline: Deadline,
+) -> Result<Arc<RawValue>, RpcError> {
+    let timed_out = || {
+        RpcError::new(
+            protocol::TIMEOUT,
+            format!(
+                "{} did not finish within {:?} (--request-timeout)",
+                entry.name.trim_start_matches("Filecoin."),
+                server.limits.request_timeout
+            ),
+        )
+    };
+    let worker = tokio::time::timeout_at(deadline, server.workers.clone().acquire_owned())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| shutting_down())?;
+    // No time left (the wait for a worker took it all): do not start work
+    // whose answer nobody will wait for.
+    if Deadline::now() >= deadline {
+        return Err(timed_out());
+    }
+    let ctx = server.ctx.clone();
+    let handler: Handler = entry.handler;
+    let max_bytes = server.limits.max_response_bytes;
+    let task = tokio::task::spawn_blocking(move || {
+        let _worker = worker;
+        let value = handler(&ctx, &params)?;
+        let raw = serde_json::value::to_raw_value(&value)
+            .map_err(|error| RpcError::new(protocol::INTERNAL_ERROR, error.to_string()))?;
+        if raw.get().len() > max_bytes {
+            return Err(RpcError::limit(format!(
+                "the result of {} bytes is over the limit of {max_bytes} (--max-response-bytes)",
+                raw.get().len()
+            )));
+        }
+        Ok(Arc::from(raw))
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(RpcError::new(
+            protocol::INTERNAL_ERROR,
+            "the method failed unexpectedly",
+        )),
+        Err(_) => Err(timed_out()),
+    }
+}
+
 /// Ready while the store answers and its schema is one this build reads. A
 /// stale head never fails it: lag shows in metrics, not in an emptied Service.
 async fn readyz(State(server): State<Arc<Server>>) -> Response {
+    // Not behind the store-worker limit: the probe must answer while clients
+    // keep every worker busy. Bounded, so a hung store fails the probe.
     let store = server.ctx.store.clone();
-    let check = tokio::task::spawn_blocking(move || store.check_readable()).await;
+    let check = tokio::time::timeout(
+        READINESS_TIMEOUT,
+        tokio::task::spawn_blocking(move || store.check_readable()),
+    )
+    .await;
     match check {
-        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
-        Ok(Err(error)) => {
+        Ok(Ok(Ok(_))) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Ok(Err(error))) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("store: {error}\n")).into_response()
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store: the check failed\n").into_response(),
+        Ok(Err(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "store: the check failed\n").into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store: no answer within {READINESS_TIMEOUT:?}\n"),
+        )
+            .into_response(),
     }
 }
+
+/// Kubernetes' default probe timeout is 1 s; answer before a longer one gives up.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Polls the store's head (every `interval`), publishing its tipset key and the
 /// head metrics. Store errors are logged and retried: readers keep serving.
@@ -389,6 +556,7 @@ pub async fn watch_head(
     metrics: Metrics,
     sender: watch::Sender<Option<SeenHead>>,
     interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last_version = None;
     loop {
@@ -433,7 +601,12 @@ pub async fn watch_head(
         if sender.is_closed() {
             return;
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            // Dropping the sender tells waits and the ChainNotify feed the
+            // server is going away.
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

@@ -12,6 +12,11 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// A request over a configured limit (body, batch, depth, lookback, subscriptions).
 pub const LIMIT_EXCEEDED: i64 = -32005;
+/// A call that did not finish within `--request-timeout`.
+pub const TIMEOUT: i64 = -32006;
+/// The store could not be read (unreachable, timing out): an outage, never
+/// an answer about the chain. Clients may retry.
+pub const STORE_UNAVAILABLE: i64 = -32007;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcError {

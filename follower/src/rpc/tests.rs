@@ -290,6 +290,7 @@ async fn bad_input_gets_json_rpc_errors() -> anyhow::Result<()> {
         max_batch: 10,
         max_json_depth: 16,
         max_subscriptions: 2,
+        ..Limits::default()
     };
     let Some(fixture) = Fixture::new(&["chains/export40.car"], Network::Mainnet, limits).await?
     else {
@@ -801,5 +802,340 @@ async fn lotus_documented_params_parse_and_results_have_lotus_shapes() -> anyhow
         testdata::assert_shape(&ours, &example, method)?;
     }
     fixture.server.stop().await;
+    Ok(())
+}
+
+/// A JSON-RPC POST over a bare TCP connection: the answer's body, or the
+/// error. Tests that hold hundreds of requests open use this instead of a
+/// blocking client, which would take a thread per request from the runtime
+/// the server itself runs on.
+async fn raw_post(address: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<String> {
+    raw_http(address, &format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+    .await
+}
+
+async fn raw_get(address: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    raw_http(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+async fn raw_http(address: std::net::SocketAddr, request: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    anyhow::ensure!(
+        answer.starts_with("HTTP/1.1 "),
+        "not an HTTP answer: {answer:?}"
+    );
+    Ok(answer)
+}
+
+/// A message CID no chain has.
+fn unknown_message() -> String {
+    use multihash_codetable::{Code, MultihashDigest};
+    cid::Cid::new_v1(0x71, Code::Blake2b256.digest(b"a message never sent")).to_string()
+}
+
+/// Issue #12: 600 StateWaitMsg calls on an unknown message used to park 600
+/// blocking threads (the pool has 512), so the readiness probe and every
+/// other call queued behind them for as long as the waits lasted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_waits_leave_readiness_and_reads_answering() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path())?);
+    let Some(path) = testdata::path("chains/export40.car")? else {
+        return Ok(());
+    };
+    import(
+        store.as_ref(),
+        &path.to_string_lossy(),
+        Network::Mainnet,
+        &mut |_| {},
+    )?;
+    let server = start(
+        store.clone(),
+        ServeOptions {
+            max_wait: Duration::from_secs(60),
+            ..ServeOptions::local(Network::Mainnet)
+        },
+    )
+    .await?;
+    let address = server.rpc_address;
+    let wait = json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateWaitMsg",
+                      "params": [{"/": unknown_message()}, 0, -1, true]})
+    .to_string();
+    let waits: Vec<_> = (0..600)
+        .map(|_| {
+            let wait = wait.clone();
+            tokio::spawn(async move { raw_post(address, "/rpc/v1", &wait).await })
+        })
+        .collect();
+    // Let every wait reach the server and start waiting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut slowest = Duration::ZERO;
+    for round in 0..20i64 {
+        let started = std::time::Instant::now();
+        let ready = raw_get(address, "/health/readyz").await?;
+        let ready_took = started.elapsed();
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        // A different height each round: never from the response cache.
+        let read = json!({"jsonrpc": "2.0", "id": 2, "method": "Filecoin.ChainGetTipSetByHeight",
+                          "params": [round + 5, null]})
+        .to_string();
+        let started = std::time::Instant::now();
+        let answer = raw_post(address, "/rpc/v1", &read).await?;
+        let read_took = started.elapsed();
+        assert!(answer.contains("\"Height\""), "{answer}");
+        slowest = slowest.max(ready_took).max(read_took);
+    }
+    let pending = waits.iter().filter(|wait| !wait.is_finished()).count();
+    println!(
+        "with {pending} StateWaitMsg calls waiting, the slowest readiness check or uncached read took {slowest:?}"
+    );
+    assert!(
+        slowest < Duration::from_millis(100),
+        "readiness and reads must answer within 100 ms while waits wait (slowest {slowest:?})"
+    );
+    assert_eq!(
+        pending, 600,
+        "every wait is still waiting, none was refused"
+    );
+
+    // Shutdown ends the waits at once, each with a JSON-RPC error.
+    let started = std::time::Instant::now();
+    server.stop().await;
+    for wait in waits {
+        let answer = tokio::time::timeout(Duration::from_secs(5), wait).await???;
+        assert!(answer.contains("\"error\""), "{answer}");
+    }
+    println!("shutdown answered 600 waits in {:?}", started.elapsed());
+    Ok(())
+}
+
+/// On one websocket, a waiting call holds up neither the next call nor the
+/// cancel of the wait itself; a batch's waits run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_wait_blocks_neither_calls_nor_cancel() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path())?);
+    let Some(path) = testdata::path("chains/export40.car")? else {
+        return Ok(());
+    };
+    import(
+        store.as_ref(),
+        &path.to_string_lossy(),
+        Network::Mainnet,
+        &mut |_| {},
+    )?;
+    let server = start(
+        store,
+        ServeOptions {
+            max_wait: Duration::from_secs(3),
+            ..ServeOptions::local(Network::Mainnet)
+        },
+    )
+    .await?;
+    let url = format!("ws://{}/rpc/v1", server.rpc_address);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    let wait = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "Filecoin.StateWaitMsg",
+               "params": [{"/": unknown_message()}, 0, -1, true]})
+    };
+    socket
+        .send(Message::Text(wait(1).to_string().into()))
+        .await?;
+    socket
+        .send(Message::Text(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "Filecoin.ChainHead"})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+    let started = std::time::Instant::now();
+    let head = next_json(&mut socket).await?;
+    assert_eq!(head["id"], 2, "the call after a wait answers first: {head}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    socket
+        .send(Message::Text(
+            json!({"jsonrpc": "2.0", "method": "xrpc.cancel", "params": [1]})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+    // A batch of 3 waits (max_wait 3 s): all answer together after ~3 s, not 9 s.
+    let batch = Value::Array((10..13).map(wait).collect());
+    let started = std::time::Instant::now();
+    socket.send(Message::Text(batch.to_string().into())).await?;
+    let answer = next_json(&mut socket).await?;
+    let took = started.elapsed();
+    // The cancelled wait never answers: the batch is the next message.
+    assert!(answer.is_array(), "the cancelled wait answered: {answer}");
+    assert_eq!(answer.as_array().map(Vec::len), Some(3));
+    assert!(
+        took < Duration::from_secs(6),
+        "a batch's waits ran one after another: {took:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// The new limits, each answered with a JSON-RPC error or a clean close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_with_errors_or_clean_closes() -> anyhow::Result<()> {
+    let limits = Limits {
+        max_waits: 1,
+        max_response_bytes: 600,
+        max_connections: 3,
+        ws_ping_interval: Duration::from_millis(100),
+        ws_idle_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    };
+    let Some(fixture) = Fixture::new(&["chains/export40.car"], Network::Mainnet, limits).await?
+    else {
+        return Ok(());
+    };
+    let address = fixture.server.rpc_address;
+    // A result over the response limit.
+    let response = fixture
+        .call("Filecoin.ChainGetTipSetByHeight", json!([20, null]))
+        .await?;
+    assert_eq!(
+        error_code(&response),
+        Some(protocol::LIMIT_EXCEEDED),
+        "{response}"
+    );
+    // One wait at a time: the second is refused at once.
+    let wait = json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateWaitMsg",
+                      "params": [{"/": unknown_message()}, 0, -1, true]})
+    .to_string();
+    let first = tokio::spawn({
+        let wait = wait.clone();
+        async move { raw_post(address, "/rpc/v1", &wait).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = raw_post(address, "/rpc/v1", &wait).await?;
+    assert!(
+        second.contains(&protocol::LIMIT_EXCEEDED.to_string()),
+        "{second}"
+    );
+    let _ = first.await??;
+
+    // A websocket client that never answers pings is closed once idle.
+    let url = format!("ws://{address}/rpc/v1");
+    let (mut silent, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut closed = false;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), silent.next()).await
+    {
+        match message {
+            Ok(Message::Close(_)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(closed, "an idle websocket is closed");
+
+    // Connections over the cap are closed on accept.
+    let (_a, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    let (_b, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    let (_c, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+    let over = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(
+        over.is_err(),
+        "a fourth connection over a cap of 3 is closed"
+    );
+    fixture.server.stop().await;
+    Ok(())
+}
+
+/// Without `--metrics-listen`, metrics are on the RPC listener at
+/// `/debug/metrics` (as Lotus serves them); with it, only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_on_the_rpc_port_unless_a_metrics_listener_is_given() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path())?);
+    let server = start(store.clone(), ServeOptions::local(Network::Mainnet)).await?;
+    assert_eq!(server.metrics_address, None);
+    let metrics = raw_get(server.rpc_address, "/debug/metrics").await?;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("lotus_follower_head_height"), "{metrics}");
+
+    // A second server on the same port: the error names the address and the flag.
+    let taken = start(
+        store.clone(),
+        ServeOptions {
+            listen: server.rpc_address,
+            ..ServeOptions::local(Network::Mainnet)
+        },
+    )
+    .await
+    .err()
+    .map(|error| format!("{error:#}"))
+    .unwrap_or_default();
+    assert!(
+        taken.contains(&server.rpc_address.to_string()) && taken.contains("--listen"),
+        "the bind error names the address and its flag: {taken:?}"
+    );
+    server.stop().await;
+
+    let separate = start(
+        store,
+        ServeOptions {
+            metrics_listen: Some("127.0.0.1:0".parse()?),
+            ..ServeOptions::local(Network::Mainnet)
+        },
+    )
+    .await?;
+    let on_rpc = raw_get(separate.rpc_address, "/debug/metrics").await?;
+    assert!(on_rpc.starts_with("HTTP/1.1 404"), "{on_rpc}");
+    separate.stop().await;
+    Ok(())
+}
+
+/// A call over `--request-timeout` gets a timeout error, and calls over a
+/// method's concurrency limit are refused, not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_concurrency_limits_are_json_rpc_errors() -> anyhow::Result<()> {
+    for (limits, code) in [
+        (
+            Limits {
+                request_timeout: Duration::from_nanos(1),
+                ..Limits::default()
+            },
+            protocol::TIMEOUT,
+        ),
+        (
+            Limits {
+                max_concurrent_calls: 0,
+                ..Limits::default()
+            },
+            protocol::LIMIT_EXCEEDED,
+        ),
+    ] {
+        let Some(fixture) = Fixture::new(&["chains/chain4.car"], Network::Mainnet, limits).await?
+        else {
+            return Ok(());
+        };
+        let response = fixture
+            .call("Filecoin.ChainGetTipSetByHeight", json!([1, null]))
+            .await?;
+        assert_eq!(error_code(&response), Some(code), "{response}");
+        // Health is never behind either limit.
+        let ready = raw_get(fixture.server.rpc_address, "/health/readyz").await?;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        fixture.server.stop().await;
+    }
     Ok(())
 }

@@ -1,11 +1,16 @@
 //! Websocket connections: the same calls as HTTP, plus Lotus's channels.
 //! `ChainNotify` answers with a channel id, then pushes
 //! `xrpc.ch.val [id, [HeadChange…]]` (first one `current`, later reverts before
-//! applies); `xrpc.cancel [requestId]` ends it; on shutdown every channel gets
-//! `xrpc.ch.close [id]`. A client that stops reading is disconnected once its
-//! outbox is full, so a connection's memory stays bounded.
+//! applies); `xrpc.cancel [requestId]` ends a channel or an in-flight call; on
+//! shutdown every channel gets `xrpc.ch.close [id]`.
+//!
+//! Calls run concurrently (a waiting call does not hold up the next request or
+//! a cancel). A client that stops reading is disconnected once its outbox is
+//! full, and one that sends nothing, not even a pong to our pings, for
+//! `ws_idle_timeout` is closed, so a connection's memory and lifetime stay
+//! bounded.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
@@ -14,19 +19,30 @@ use axum::{
 };
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{broadcast::error::RecvError, mpsc},
+    task::{AbortHandle, JoinHandle, JoinSet},
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Server,
     auth::Allowed,
+    feed::{self, HeadUpdate},
     handle_body,
-    methods::{ApiVersion, chain::head_changes},
+    methods::ApiVersion,
     protocol::{RpcError, failure, normalize_method, parse_request, success},
 };
 use crate::chain::TipSetKey;
 
-/// Messages queued for a client before it counts as not reading.
+/// Messages queued for a client before it counts as not reading. Also the
+/// most calls one connection may have in flight (each answers once).
 const OUTBOX: usize = 256;
+
+/// How long the writer may take to flush the last messages (the channel
+/// closes) once the connection ends.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 pub fn upgrade(
     server: Arc<Server>,
@@ -38,7 +54,10 @@ pub fn upgrade(
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| connection(server, version, allowed, socket))
+        .on_upgrade(move |socket| {
+            let connections = server.connections.clone();
+            connections.track_future(connection(server, version, allowed, socket))
+        })
 }
 
 struct Channel {
@@ -46,9 +65,40 @@ struct Channel {
     task: JoinHandle<()>,
 }
 
+/// The connection's way out: the queue to the writer, and the switch that
+/// ends the connection when the queue is full.
+#[derive(Clone)]
+struct Outbox {
+    queue: mpsc::Sender<Message>,
+    kill: CancellationToken,
+}
+
+impl Outbox {
+    /// Queues a message; a full queue means the client does not read, and
+    /// the connection is closed rather than the message silently dropped.
+    fn send(&self, message: Message) -> bool {
+        if self.queue.try_send(message).is_ok() {
+            return true;
+        }
+        if !self.kill.is_cancelled() {
+            tracing::info!("closing a websocket whose client does not read");
+            self.kill.cancel();
+        }
+        false
+    }
+
+    fn text(&self, text: String) -> bool {
+        self.send(Message::Text(text.into()))
+    }
+}
+
 async fn connection(server: Arc<Server>, version: ApiVersion, allowed: Allowed, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox, mut queued) = mpsc::channel::<Message>(OUTBOX);
+    let (queue, mut queued) = mpsc::channel::<Message>(OUTBOX);
+    let outbox = Outbox {
+        queue,
+        kill: CancellationToken::new(),
+    };
     let writer = tokio::spawn(async move {
         while let Some(message) = queued.recv().await {
             if sink.send(message).await.is_err() {
@@ -58,13 +108,35 @@ async fn connection(server: Arc<Server>, version: ApiVersion, allowed: Allowed, 
         let _ = sink.close().await;
     });
     let mut channels: HashMap<u64, Channel> = HashMap::new();
+    let mut calls: JoinSet<()> = JoinSet::new();
+    let mut in_flight: HashMap<String, AbortHandle> = HashMap::new();
     let mut next_channel = 1u64;
     let mut shutdown = server.shutdown.clone();
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + server.limits.ws_ping_interval,
+        server.limits.ws_ping_interval,
+    );
+    let mut shutting_down = false;
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                shutting_down = true;
+                break;
+            }
+            _ = outbox.kill.cancelled() => break,
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= server.limits.ws_idle_timeout {
+                    tracing::info!("closing a websocket idle for {:?}", last_heard.elapsed());
+                    break;
+                }
+                outbox.send(Message::Ping(Bytes::new()));
+                continue;
+            }
+            Some(_) = calls.join_next(), if !calls.is_empty() => continue,
         };
+        last_heard = Instant::now();
         let text = match message {
             Some(Ok(Message::Text(text))) => Bytes::from(text.as_str().to_owned()),
             Some(Ok(Message::Binary(bytes))) => bytes,
@@ -72,14 +144,15 @@ async fn connection(server: Arc<Server>, version: ApiVersion, allowed: Allowed, 
             Some(Ok(_)) => continue,
         };
         channels.retain(|_, channel| !channel.task.is_finished());
-        let reply = match channel_call(&text) {
+        in_flight.retain(|_, call| !call.is_finished());
+        match channel_call(&text) {
             Some(ChannelCall::Notify(id)) => {
-                if channels.len() >= server.limits.max_subscriptions {
+                let reply = if channels.len() >= server.limits.max_subscriptions {
                     let error = RpcError::limit(format!(
                         "over {} subscriptions on this connection",
                         server.limits.max_subscriptions
                     ));
-                    Some(failure(&id, &error))
+                    failure(&id, &error)
                 } else {
                     let channel_id = next_channel;
                     next_channel += 1;
@@ -92,8 +165,9 @@ async fn connection(server: Arc<Server>, version: ApiVersion, allowed: Allowed, 
                         },
                     );
                     let channel = serde_json::value::to_raw_value(&channel_id).unwrap_or_default();
-                    Some(success(&id, &channel))
-                }
+                    success(&id, &channel)
+                };
+                outbox.text(reply);
             }
             Some(ChannelCall::Cancel(request_id)) => {
                 channels.retain(|channel_id, channel| {
@@ -101,28 +175,62 @@ async fn connection(server: Arc<Server>, version: ApiVersion, allowed: Allowed, 
                         return true;
                     }
                     channel.task.abort();
-                    let _ = outbox.try_send(close_message(*channel_id));
+                    outbox.send(close_message(*channel_id));
                     false
                 });
-                None
+                if let Some(call) = in_flight.remove(&request_id.to_string()) {
+                    call.abort();
+                }
             }
-            None => handle_body(&server, version, &allowed, &text, true).await,
-        };
-        if let Some(reply) = reply
-            && outbox
-                .try_send(Message::Text(reply.to_string().into()))
-                .is_err()
-        {
-            tracing::info!("closing a websocket whose client does not read");
-            break;
+            None => {
+                if calls.len() >= OUTBOX {
+                    let error = RpcError::limit(format!(
+                        "over {OUTBOX} calls in flight on this connection"
+                    ));
+                    outbox.text(failure(&request_id(&text), &error));
+                    continue;
+                }
+                let (server, allowed, outbox) = (server.clone(), allowed.clone(), outbox.clone());
+                let id = request_id(&text);
+                let call = calls.spawn(async move {
+                    if let Some(reply) = handle_body(&server, version, &allowed, &text, true).await
+                    {
+                        outbox.text(reply);
+                    }
+                });
+                if !id.is_null() {
+                    in_flight.insert(id.to_string(), call);
+                }
+            }
         }
     }
+    calls.abort_all();
     for (channel_id, channel) in channels {
         channel.task.abort();
-        let _ = outbox.try_send(close_message(channel_id));
+        // Only on a clean end: a client that does not read gets no more.
+        if !outbox.kill.is_cancelled() {
+            outbox.send(close_message(channel_id));
+        }
+    }
+    if shutting_down {
+        tracing::debug!("websocket closed for shutdown");
     }
     drop(outbox);
-    let _ = writer.await;
+    // The writer ends once every sender is gone (the channel tasks were
+    // aborted); bounded, since a client that stopped reading may never drain.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(CLOSE_FLUSH, writer).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// The id of a single request, to cancel it by (`null` for batches and
+/// notifications, which cannot be cancelled one by one).
+fn request_id(text: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(text)
+        .ok()
+        .and_then(|value| value.get("id").cloned())
+        .unwrap_or(Value::Null)
 }
 
 enum ChannelCall {
@@ -150,49 +258,61 @@ fn close_message(channel_id: u64) -> Message {
     )
 }
 
-/// Pushes head changes on one channel until the connection or the head watch ends.
-async fn notify(server: Arc<Server>, channel_id: u64, outbox: mpsc::Sender<Message>) {
-    let mut head = server.head.clone();
-    let mut last: Option<TipSetKey> = None;
-    loop {
-        let current = head.borrow_and_update().clone().map(|seen| seen.tipset);
-        if let Some(current) = current
-            && Some(&current) != last.as_ref()
-        {
-            let ctx = server.ctx.clone();
-            let previous = last.clone();
-            let key = current.clone();
-            let changes = tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
-                let chain = ctx.chain();
-                let to = chain.tipset(&key)?;
-                Ok(match previous {
-                    None => json!([{"Type": "current", "Val": to.to_json(ctx.network)}]),
-                    Some(previous) => {
-                        let from = chain.tipset(&previous)?;
-                        let (reverts, applies) = chain.path(&from, &to)?;
-                        head_changes(&ctx, &reverts, &applies)
-                    }
-                })
-            })
-            .await;
-            match changes {
-                Ok(Ok(changes)) => {
-                    let message = json!({"jsonrpc": "2.0", "method": "xrpc.ch.val", "params": [channel_id, changes]});
-                    if outbox
-                        .try_send(Message::Text(message.to_string().into()))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    last = Some(current);
-                }
-                Ok(Err(error)) => tracing::warn!("ChainNotify: {error:#}"),
-                Err(_) => return,
+fn value_message(channel_id: u64, changes: &Value) -> Message {
+    Message::Text(
+        json!({"jsonrpc": "2.0", "method": "xrpc.ch.val", "params": [channel_id, changes]})
+            .to_string()
+            .into(),
+    )
+}
+
+/// Pushes head changes on one channel from the server's feed until the
+/// connection or the feed ends.
+async fn notify(server: Arc<Server>, channel_id: u64, outbox: Outbox) {
+    let (latest, mut updates) = server.feed.subscribe();
+    let first = match latest {
+        Some(first) => first,
+        None => match server.feed.first().await {
+            Some(first) => first,
+            None => {
+                outbox.send(close_message(channel_id));
+                return;
             }
+        },
+    };
+    if !outbox.send(value_message(channel_id, &first.current)) {
+        return;
+    }
+    let mut last: TipSetKey = first.to.clone();
+    loop {
+        let update: Arc<HeadUpdate> = match updates.recv().await {
+            Ok(update) => update,
+            // Missed some: the next update will not start where we are, and
+            // is caught up below.
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => {
+                outbox.send(close_message(channel_id));
+                return;
+            }
+        };
+        if update.to == last {
+            continue;
         }
-        if head.changed().await.is_err() {
-            let _ = outbox.try_send(close_message(channel_id));
+        let sent = if update.from.as_ref() == Some(&last) {
+            outbox.send(value_message(channel_id, &update.changes))
+        } else {
+            match feed::catch_up(&server.ctx, &last, &update.to).await {
+                Ok(changes) => outbox.send(value_message(channel_id, &changes)),
+                Err(error) => {
+                    // Retried at the next update, from the same `last`.
+                    tracing::warn!("ChainNotify: {error:#}");
+                    continue;
+                }
+            }
+        };
+        if !sent {
             return;
         }
+        last = update.to.clone();
     }
 }

@@ -26,3 +26,30 @@ impl<S: Store + ?Sized> Blockstore for StoreBlockstore<'_, S> {
         Ok(cid.hash().code() == IDENTITY_HASH || self.0.has_block(cid)?)
     }
 }
+
+/// The store failure behind an error of the IPLD crates, if that is what it
+/// was: their blockstore calls return `anyhow` errors, which the AMT and HAMT
+/// wrap as `Dynamic`. Telling these apart from "not there" or "malformed" is
+/// what keeps an outage from being answered as "not in the store".
+pub fn store_failure(error: &anyhow::Error) -> Option<String> {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<super::StoreError>())
+        .map(ToString::to_string)
+}
+
+/// [`store_failure`] for the AMT's errors.
+pub fn amt_store_failure(error: &fvm_ipld_amt::Error) -> Option<String> {
+    match error {
+        fvm_ipld_amt::Error::Dynamic(inner) => store_failure(inner),
+        _ => None,
+    }
+}
+
+/// [`store_failure`] for the HAMT's errors.
+pub fn hamt_store_failure(error: &fvm_ipld_hamt::Error) -> Option<String> {
+    match error {
+        fvm_ipld_hamt::Error::Dynamic(inner) => store_failure(inner),
+        _ => None,
+    }
+}

@@ -18,7 +18,7 @@ pub mod cql;
 pub mod embedded;
 mod url;
 
-pub use blockstore::StoreBlockstore;
+pub use blockstore::{StoreBlockstore, amt_store_failure, hamt_store_failure, store_failure};
 pub use url::{CqlLogin, StoreUrl};
 
 /// The schema this build writes, and the oldest reader that understands it.
@@ -117,6 +117,12 @@ pub enum StoreError {
 impl StoreError {
     pub fn backend(error: impl std::fmt::Display) -> Self {
         StoreError::Backend(error.to_string())
+    }
+
+    /// The backend failed (unreachable, timed out, refused): nothing was
+    /// learnt about the data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
     }
 }
 

@@ -86,12 +86,6 @@ impl StoreUrl {
                             })
                     })
                     .transpose()?;
-                if let Some(ca) = &login.tls_ca_file {
-                    return Err(StoreError::Backend(format!(
-                        "TLS to the database (--cql-tls-ca-file {}) is not supported yet",
-                        ca.display()
-                    )));
-                }
                 Ok(Box::new(CqlStore::connect(&CqlOptions {
                     contact_points: contact_points.clone(),
                     keyspace: keyspace.clone(),
@@ -100,6 +94,7 @@ impl StoreUrl {
                     request_timeout: login.request_timeout.unwrap_or(Duration::from_secs(10)),
                     local_dc: login.local_dc.clone(),
                     address_map: login.address_map.clone(),
+                    tls_ca_file: login.tls_ca_file.clone(),
                 })?))
             }
         }

@@ -35,6 +35,15 @@ pub const DRAIN_SECONDS: i64 = 5;
 /// `--shutdown-timeout` default); the grace period covers drain + this + slack.
 pub const SHUTDOWN_SECONDS: i64 = 10;
 pub const TERMINATION_GRACE_SECONDS: i64 = DRAIN_SECONDS + SHUTDOWN_SECONDS + 5;
+
+/// A Kubernetes quantity in whole bytes (rounded up, as the kubelet does),
+/// parsed by the same crate as the follower's `--cache-size`.
+pub fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let parsed = kube_quantity::ParsedQuantity::try_from(quantity.trim()).ok()?;
+    let bytes = parsed.to_bytes_f64()?.ceil();
+    // Exact in an f64 up to 2^53 bytes (8 PiB), far above any cache.
+    (bytes.is_finite() && (0.0..=(1u64 << 53) as f64).contains(&bytes)).then_some(bytes as u64)
+}
 /// Replicas when the resource gives none and autoscaling is off.
 pub const DEFAULT_REPLICAS: i32 = 2;
 /// The unprivileged user the container runs as.
@@ -287,7 +296,11 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
         args.extend(["--forward".into(), forward.join(",")]);
     }
     if let Some(cache) = &followers.cache_size {
-        args.extend(["--cache-size".into(), cache.0.clone()]);
+        // In bytes: the pod gets a plain number whatever form of quantity the
+        // spec used (`1.5Gi`, `1e9`). One that does not parse is passed as
+        // written, for the follower to refuse with its reason.
+        let bytes = quantity_bytes(&cache.0).map_or_else(|| cache.0.clone(), |b| b.to_string());
+        args.extend(["--cache-size".into(), bytes]);
     }
     let limits = &followers.limits;
     let limit_flags = [
@@ -494,6 +507,22 @@ mod tests {
     }
 
     #[test]
+    fn cache_size_quantities_become_bytes() {
+        // Each form the API server accepts for `cacheSize`; `1.5Gi` used to
+        // reach the follower as written and crash-loop it.
+        for (quantity, bytes) in [
+            ("1.5Gi", 1_610_612_736),
+            ("2Ti", 2 << 40),
+            ("1e9", 1_000_000_000),
+            ("512Mi", 512 << 20),
+            ("100M", 100_000_000),
+        ] {
+            assert_eq!(quantity_bytes(quantity), Some(bytes), "{quantity}");
+        }
+        assert_eq!(quantity_bytes("lots"), None);
+    }
+
+    #[test]
     fn credentials_stay_out_of_the_arguments_and_autoscaling_leaves_replicas_alone()
     -> anyhow::Result<()> {
         let cluster = fixture(include_str!("../../../manifests/examples/external.yaml"))?;
@@ -520,7 +549,7 @@ mod tests {
             flag(&args, "--max-lookback-epochs").as_deref(),
             Some("1440")
         );
-        assert_eq!(flag(&args, "--cache-size").as_deref(), Some("1Gi"));
+        assert_eq!(flag(&args, "--cache-size").as_deref(), Some("1073741824"));
         assert!(
             !args
                 .iter()

@@ -5,7 +5,7 @@ use cid::Cid;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Context, query_error, to_value};
+use super::{Context, query_error, store_error, to_value};
 use crate::{
     chain::{
         Message, SignedMessage, TipSet,
@@ -145,7 +145,10 @@ pub fn parent_receipts(ctx: &Context, params: &[Value]) -> Result<Value, RpcErro
 fn read(ctx: &Context, cid: &Cid) -> Result<Option<Vec<u8>>, RpcError> {
     StoreBlockstore(ctx.store.as_ref())
         .get(cid)
-        .map_err(RpcError::method)
+        .map_err(|error| match crate::store::store_failure(&error) {
+            Some(reason) => store_error(crate::store::StoreError::Backend(reason)),
+            None => RpcError::method(error),
+        })
 }
 
 /// `ChainGetMessage`: an unsigned message, or a signed one's message.
@@ -186,8 +189,8 @@ pub fn read_obj(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
 pub fn has_obj(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
     let params = Params::new(params, 1, 1)?;
     let cid = params.cid(0)?;
-    let present = cid.hash().code() == IDENTITY_HASH
-        || ctx.store.has_block(&cid).map_err(RpcError::method)?;
+    let present =
+        cid.hash().code() == IDENTITY_HASH || ctx.store.has_block(&cid).map_err(store_error)?;
     Ok(Value::Bool(present))
 }
 

@@ -39,7 +39,8 @@ pub struct Context {
     pub block_delay_secs: u64,
     /// Requests may look back at most this many epochs from the head.
     pub max_lookback_epochs: i64,
-    /// How long `StateWaitMsg` waits on the head before answering with an error.
+    /// How long `StateWaitMsg` waits on the head before answering with an error
+    /// (the server does the waiting; see [`Method::waits`]).
     pub max_wait: std::time::Duration,
     /// A leader's message pool (the devnet's); followers have none.
     pub pool: Option<Arc<dyn mpool::MessagePool>>,
@@ -75,8 +76,21 @@ impl Context {
     }
 }
 
+/// A query's error as JSON-RPC: an outage gets its own code and says so, so a
+/// client can tell "the store is down" from an answer about the chain.
 pub fn query_error(error: QueryError) -> RpcError {
+    if error.is_unavailable() {
+        return RpcError::new(
+            super::protocol::STORE_UNAVAILABLE,
+            format!("store unavailable: {error}"),
+        );
+    }
     RpcError::method(error)
+}
+
+/// A store error as JSON-RPC (see [`query_error`]).
+pub fn store_error(error: crate::store::StoreError) -> RpcError {
+    query_error(QueryError::Store(error))
 }
 
 pub fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
@@ -94,6 +108,10 @@ pub struct Method {
     pub params: &'static [&'static str],
     pub perm: Perm,
     pub handler: Handler,
+    /// The handler checks a condition once, answering `null` until it holds;
+    /// the server re-checks at each head change (`StateWaitMsg`) without
+    /// holding a thread in between.
+    pub waits: bool,
 }
 
 const fn method(name: &'static str, params: &'static [&'static str], handler: Handler) -> Method {
@@ -102,6 +120,14 @@ const fn method(name: &'static str, params: &'static [&'static str], handler: Ha
         params,
         perm: Perm::Read,
         handler,
+        waits: false,
+    }
+}
+
+const fn waiting(name: &'static str, params: &'static [&'static str], handler: Handler) -> Method {
+    Method {
+        waits: true,
+        ..method(name, params, handler)
     }
 }
 
@@ -192,7 +218,7 @@ static V1_ONLY: &[Method] = &[
         &["tipsetKey", "messageCid", "limit", "allowReplaced"],
         search::search_msg,
     ),
-    method(
+    waiting(
         "Filecoin.StateWaitMsg",
         &["messageCid", "confidence", "limit", "allowReplaced"],
         search::wait_msg,
@@ -206,7 +232,7 @@ static V0_ONLY: &[Method] = &[
         &["messageCid"],
         search::search_msg_v0,
     ),
-    method(
+    waiting(
         "Filecoin.StateWaitMsg",
         &["messageCid", "confidence"],
         search::wait_msg_v0,

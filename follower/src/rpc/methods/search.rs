@@ -1,7 +1,5 @@
 //! Message search: `StateSearchMsg`, `StateWaitMsg` and (v0) `StateGetReceipt`.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use super::{Context, query_error};
@@ -10,8 +8,6 @@ use crate::{
     query::MessageLookup,
     rpc::{params::Params, protocol::RpcError},
 };
-
-const WAIT_POLL: Duration = Duration::from_millis(100);
 
 /// Lotus's `MsgLookup`: the executed tipset (where the receipt is), not the including one.
 fn lookup_json(
@@ -88,32 +84,24 @@ pub fn search_msg_v0(ctx: &Context, params: &[Value]) -> Result<Value, RpcError>
     )
 }
 
-/// Answers once the message was executed `confidence` epochs below the head,
-/// waiting on the head up to the configured limit.
+/// The message's lookup once it was executed `confidence` epochs below the
+/// head, `null` until then: the server calls this again at each head change
+/// (the method is a waiting one), so no thread sleeps here.
 fn wait(
     ctx: &Context,
     message: cid::Cid,
     confidence: i64,
     limit: Option<i64>,
 ) -> Result<Value, RpcError> {
-    let started = Instant::now();
-    loop {
-        let head = ctx.chain().head().map_err(query_error)?;
-        if let Some(lookup) = search(ctx, &head, &message, limit)?
-            && let Some(executed) = &lookup.executed
-            && head.height() - executed.height() >= confidence
-            && let Some(json) = lookup_json(ctx, &message, &lookup)?
-        {
-            return Ok(json);
-        }
-        if started.elapsed() >= ctx.max_wait {
-            return Err(RpcError::method(format!(
-                "message {message} was not executed with {confidence} confirmations within {:?}",
-                ctx.max_wait
-            )));
-        }
-        std::thread::sleep(WAIT_POLL);
+    let head = ctx.chain().head().map_err(query_error)?;
+    if let Some(lookup) = search(ctx, &head, &message, limit)?
+        && let Some(executed) = &lookup.executed
+        && head.height() - executed.height() >= confidence
+        && let Some(json) = lookup_json(ctx, &message, &lookup)?
+    {
+        return Ok(json);
     }
+    Ok(Value::Null)
 }
 
 /// `StateWaitMsg`: `(message, confidence)` on v0, plus `(limit, allowReplaced)` on v1.
