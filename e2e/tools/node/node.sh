@@ -100,7 +100,7 @@ podman_testbed() {
 }
 
 build_images() {
-  local target=${CARGO_TARGET_DIR:-$CACHE/cargo-target} images=$IMAGES_DIR line started=$SECONDS
+  local target=${CARGO_TARGET_DIR:-$CACHE/cargo-target} images=$IMAGES_DIR component started=$SECONDS
   log "building the release binaries for the images"
   (cd "$REPO_DIR" && CARGO_TARGET_DIR=$target CARGO_INCREMENTAL=0 cargo build --release --locked -q \
     -p lotus-follower -p lotus-follower-operator) || die "cargo could not build the release binaries"
@@ -135,8 +135,10 @@ build_images() {
     "${image[follower]}" "${image[follower]}-next" "${image[operator]}" "$PAUSE_IMAGE" ||
     die "podman could not save the images"
   printf '%s\n' "${image[follower]}" "${image[operator]}" "${image[follower]}-next" >"$images/names"
-  for line in follower operator; do
-    log "image ${image[$line]}: $(podman_testbed image inspect --format '{{.Size}}' "${image[$line]}" | numfmt --to=iec)"
+  # Earlier builds' layers, now nameless: keep the cache bounded.
+  podman_testbed image prune -f >/dev/null
+  for component in follower operator; do
+    log "image ${image[$component]}: $(podman_testbed image inspect --format '{{.Size}}' "${image[$component]}" | numfmt --to=iec)"
   done
   log "images built in $((SECONDS - started))s"
 }
