@@ -327,7 +327,8 @@ fn metric_sum(metrics: &str, name: &str) -> f64 {
         .lines()
         .filter(|line| line.starts_with(name) && !line.starts_with('#'))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        // Not `sum()`: an empty f64 sum is -0.
+        .fold(0.0, |total, value| total + value)
 }
 
 /// Subscribes to ChainNotify and returns the heights of the first `applies` apply batches.
