@@ -92,12 +92,15 @@ export LOTUS_FOLLOWER_DEMO_LEADER_SERVICE='leader'
 EOF
 }
 
-# The manifests' operator Deployment runs anywhere; on this test bed only the
-# real node runs containers.
+# The manifests' operator Deployment runs anywhere and watches every namespace.
+# On this test bed only the real node runs containers, and other tests run
+# operators of their own in their own namespaces: this one keeps to the demo's.
 demo_placement_patch() {
   cat <<EOF
 {"spec": {"template": {"spec": {
   "nodeSelector": {"kubernetes.io/hostname": "$NODE_NAME"},
-  "tolerations": [{"key": "$NODE_TAINT", "operator": "Exists", "effect": "NoSchedule"}]}}}}
+  "tolerations": [{"key": "$NODE_TAINT", "operator": "Exists", "effect": "NoSchedule"}],
+  "containers": [{"name": "operator",
+    "env": [{"name": "LOTUS_FOLLOWER_OPERATOR_NAMESPACE", "value": "$DEMO_NAMESPACE"}]}]}}}}
 EOF
 }
