@@ -26,6 +26,17 @@ struct Fixture {
 impl Fixture {
     /// A server on `files` imported in order, or `None` when the data is missing outside CI.
     async fn new(files: &[&str], network: Network, limits: Limits) -> anyhow::Result<Option<Self>> {
+        let options = ServeOptions {
+            metrics_listen: Some("127.0.0.1:0".parse()?),
+            cache_bytes: 64 << 20,
+            limits,
+            ..ServeOptions::local(network)
+        };
+        Self::with_options(files, options).await
+    }
+
+    /// A server on `files` imported in order, started with `options` as given.
+    async fn with_options(files: &[&str], options: ServeOptions) -> anyhow::Result<Option<Self>> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(EmbeddedStore::open(dir.path())?);
         for file in files {
@@ -35,16 +46,10 @@ impl Fixture {
             import(
                 store.as_ref(),
                 &path.to_string_lossy(),
-                network,
+                options.network,
                 &mut |_| {},
             )?;
         }
-        let options = ServeOptions {
-            metrics_listen: Some("127.0.0.1:0".parse()?),
-            cache_bytes: 64 << 20,
-            limits,
-            ..ServeOptions::local(network)
-        };
         let server = start(store.clone(), options).await?;
         Ok(Some(Self {
             _dir: dir,
@@ -850,25 +855,15 @@ fn unknown_message() -> String {
 /// other call queued behind them for as long as the waits lasted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_hundred_waits_leave_readiness_and_reads_answering() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(EmbeddedStore::open(dir.path())?);
-    let Some(path) = testdata::path("chains/export40.car")? else {
+    let options = ServeOptions {
+        max_wait: Duration::from_secs(60),
+        ..ServeOptions::local(Network::Mainnet)
+    };
+    let Some(Fixture { server, _dir, .. }) =
+        Fixture::with_options(&["chains/export40.car"], options).await?
+    else {
         return Ok(());
     };
-    import(
-        store.as_ref(),
-        &path.to_string_lossy(),
-        Network::Mainnet,
-        &mut |_| {},
-    )?;
-    let server = start(
-        store.clone(),
-        ServeOptions {
-            max_wait: Duration::from_secs(60),
-            ..ServeOptions::local(Network::Mainnet)
-        },
-    )
-    .await?;
     let address = server.rpc_address;
     let wait = json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateWaitMsg",
                       "params": [{"/": unknown_message()}, 0, -1, true]})
@@ -926,25 +921,15 @@ async fn six_hundred_waits_leave_readiness_and_reads_answering() -> anyhow::Resu
 /// cancel of the wait itself; a batch's waits run side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_wait_blocks_neither_calls_nor_cancel() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(EmbeddedStore::open(dir.path())?);
-    let Some(path) = testdata::path("chains/export40.car")? else {
+    let options = ServeOptions {
+        max_wait: Duration::from_secs(3),
+        ..ServeOptions::local(Network::Mainnet)
+    };
+    let Some(Fixture { server, _dir, .. }) =
+        Fixture::with_options(&["chains/export40.car"], options).await?
+    else {
         return Ok(());
     };
-    import(
-        store.as_ref(),
-        &path.to_string_lossy(),
-        Network::Mainnet,
-        &mut |_| {},
-    )?;
-    let server = start(
-        store,
-        ServeOptions {
-            max_wait: Duration::from_secs(3),
-            ..ServeOptions::local(Network::Mainnet)
-        },
-    )
-    .await?;
     let url = format!("ws://{}/rpc/v1", server.rpc_address);
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     let wait = |id: i64| {
