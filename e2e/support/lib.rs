@@ -18,7 +18,7 @@ mod process;
 mod proxy;
 mod wait;
 
-pub use audit::AuditedWrite;
+pub use audit::AuditedRequest;
 pub use cluster::{TestNamespace, install_crd};
 pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};

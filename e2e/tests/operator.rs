@@ -18,10 +18,12 @@ use lotus_follower_e2e::{
     Check, OPERATOR, TestBed, TestNamespace, TestOperator, install_crd, wait_until,
 };
 use lotus_follower_operator::{
-    apply::FIELD_MANAGER,
     build::monitoring::service_monitor_resource,
     crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
-    rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
+    reconcile::{
+        apply::FIELD_MANAGER,
+        rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
+    },
 };
 use serde_json::{Value, json};
 
