@@ -25,7 +25,7 @@ pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
 pub use fleet::{condition, install_crds, publish_head, service_monitor_crd, wait_for_phase};
 pub use host::{PortForward, curl, rpc};
-pub use operator::{OPERATOR, TestOperator, shipped_rbac};
+pub use operator::{OPERATOR, TestOperator, install_operator_rbac, metric_sum, shipped_rbac};
 pub use process::{FollowerProcess, free_address, http_get};
 pub use proxy::TcpProxy;
 pub use wait::{Check, WaitTimeout, wait_until};

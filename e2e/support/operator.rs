@@ -64,7 +64,8 @@ pub fn shipped_rbac() -> anyhow::Result<Vec<Value>> {
 /// Re-homes the shipped RBAC into `ns`: the ServiceAccount and the election
 /// Role there, the ClusterRole as is, and a ClusterRoleBinding of this
 /// instance's own (so stopping one instance leaves another its permissions).
-async fn install_rbac(
+/// Returns the binding's name (the caller deletes it).
+pub async fn install_operator_rbac(
     admin: &Client,
     ns: &TestNamespace,
     identity: &str,
@@ -121,9 +122,16 @@ async fn install_rbac(
     Ok(binding)
 }
 
-/// A free port on 127.0.0.1 for the operator's metrics listener.
-fn free_local_address() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// The sum of every series of the metric `name` in a Prometheus text exposition.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl TestOperator {
@@ -136,9 +144,9 @@ impl TestOperator {
         identity: &str,
         resync: Duration,
     ) -> anyhow::Result<Self> {
-        let binding = install_rbac(admin, ns, identity).await?;
+        let binding = install_operator_rbac(admin, ns, identity).await?;
         let client = bed.service_account_client(ns, OPERATOR).await?;
-        let metrics = free_local_address()?;
+        let metrics = crate::free_address()?;
         let options = Options {
             namespaces: vec![ns.name.clone()],
             metrics_listen: metrics,
@@ -176,16 +184,7 @@ impl TestOperator {
 
     /// The sum of every series of the metric `name` on the operator's `/metrics`.
     pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        Ok(self
-            .get("/metrics")
-            .await?
-            .lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(metric_sum(&self.get("/metrics").await?, name))
     }
 
     /// Stops it (releasing its Lease) and removes the cluster-wide binding.

@@ -74,6 +74,8 @@ pub struct Context {
     /// What the builders need to know about the cluster (discovered at start).
     pub environment: Environment,
     pub caches: Caches,
+    /// Set once every cache has listed (see [`Caches::ready`]).
+    pub caches_ready: tokio::sync::OnceCell<()>,
     /// When each cluster's status was last written (by UID): the rate limit.
     pub status_written: Mutex<HashMap<String, Instant>>,
 }
