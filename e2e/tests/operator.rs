@@ -376,3 +376,40 @@ async fn spec_changes_converge() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Fleets that exist when the operator starts (a restart, a failover) are all
+/// reconciled, and the operator still stops on request: every reconcile that
+/// starts before the caches have listed waits for them, not only the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleets_present_at_start_are_all_reconciled() -> anyhow::Result<()> {
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let client = bed.kube_client().await?;
+        install_crds(&client).await?;
+        let ns = TestNamespace::create(&client, "operator-start").await?;
+        let clusters = ns.api::<LotusFollowerCluster>();
+        let names = ["one", "two", "three", "four"];
+        for name in names {
+            let fleet = json!({
+                "apiVersion": "lotus-follower.io/v1alpha1",
+                "kind": "LotusFollowerCluster",
+                "metadata": {"name": name},
+                "spec": {
+                    "network": "calibnet",
+                    "database": {"external": {"contactPoints": ["db:9042"], "keyspace": "lotus_calibnet"}},
+                    "leader": {"external": {"url": "http://lotus:1234/rpc/v1"}},
+                    "followers": {"replicas": 1},
+                },
+            });
+            clusters.create(&PostParams::default(), &serde_json::from_value(fleet)?).await?;
+        }
+        let operator = TestOperator::start(&bed, &client, &ns, "operator-a", RESYNC).await?;
+        for name in names {
+            wait_for_phase(&clusters, name, "Syncing", "1/1").await?;
+        }
+        println!("all {} fleets present at start reconciled to Syncing", names.len());
+        tokio::time::timeout(Duration::from_secs(30), operator.stop()).await??;
+        ns.delete().await
+    })
+    .await
+}
