@@ -12,7 +12,7 @@ pub mod rollout;
 pub mod run;
 pub mod status;
 
-/// The CRD as `crdgen` prints it and `crds/` holds it.
+/// The CRD as `crdgen` prints it, and as `crds/` and the Helm chart hold it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
     serde_yaml::to_string(&crd::LotusFollowerCluster::crd())
@@ -26,6 +26,18 @@ mod tests {
         assert!(
             committed == super::crd_yaml()?,
             "crds/ is stale: run `cargo run -p lotus-follower-operator -- crdgen > crds/lotusfollowerclusters.lotus-follower.io.yaml`"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_charts_crd_is_the_generated_one() -> anyhow::Result<()> {
+        let committed = include_str!(
+            "../../charts/lotus-follower-operator/files/lotusfollowerclusters.lotus-follower.io.yaml"
+        );
+        assert!(
+            committed == super::crd_yaml()?,
+            "the chart's CRD is stale: run `cargo run -p lotus-follower-operator -- crdgen > charts/lotus-follower-operator/files/lotusfollowerclusters.lotus-follower.io.yaml`"
         );
         Ok(())
     }
