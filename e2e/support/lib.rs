@@ -8,6 +8,7 @@
 
 mod audit;
 mod cluster;
+mod commands;
 mod cql;
 mod env;
 mod host;
@@ -19,7 +20,8 @@ mod proxy;
 mod wait;
 
 pub use audit::AuditedWrite;
-pub use cluster::{TestNamespace, install_crd};
+pub use cluster::{TestNamespace, install_crd, install_service_monitor_crd};
+pub use commands::{Ran, repo_root};
 pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
 pub use host::{PortForward, curl, rpc};

@@ -15,7 +15,8 @@ use kube::{
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use lotus_follower_e2e::{
-    Check, OPERATOR, TestBed, TestNamespace, TestOperator, install_crd, wait_until,
+    Check, OPERATOR, TestBed, TestNamespace, TestOperator, install_crd,
+    install_service_monitor_crd, wait_until,
 };
 use lotus_follower_operator::{
     apply::FIELD_MANAGER,
@@ -250,24 +251,7 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
 /// every test, since it changes what every operator builds).
 async fn install_crds(client: &Client) -> anyhow::Result<()> {
     install_crd(client, &LotusFollowerCluster::crd()).await?;
-    install_crd(client, &serde_json::from_value(service_monitor_crd())?).await
-}
-
-/// The ServiceMonitor kind with its schema left open: the operator only needs
-/// the API server to serve the kind.
-fn service_monitor_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors", "singular": "servicemonitor"},
-            "scope": "Namespaced",
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-        },
-    })
+    install_service_monitor_crd(client).await
 }
 
 /// Images of the ingester's and the followers' pod templates.
