@@ -7,6 +7,7 @@
 //! the test bed; nothing here ever skips.
 
 mod audit;
+mod backing;
 mod cluster;
 mod commands;
 mod cql;
@@ -20,6 +21,7 @@ mod proxy;
 mod wait;
 
 pub use audit::AuditedWrite;
+pub use backing::{Backing, RealNode};
 pub use cluster::{TestNamespace, install_crd, install_service_monitor_crd};
 pub use commands::{Ran, repo_root};
 pub use cql::{TestKeyspace, TestRole};
