@@ -262,7 +262,7 @@ fn may_and_may_not(bed: &TestBed, operator_ns: &str, fleet_ns: &str) -> anyhow::
         (true, "patch", "deployments.apps", fleet_ns),
         (true, "create", "rolebindings.rbac.authorization.k8s.io", fleet_ns),
         (true, "bind", "clusterroles.rbac.authorization.k8s.io/lotus-follower-ingester", fleet_ns),
-        (true, "patch", "lotusfollowerclusters.lotus-follower.io/status", fleet_ns),
+        (true, "patch", "lotusfollowerclusters.lotus-follower.io --subresource=status", fleet_ns),
         (true, "update", "leases.coordination.k8s.io/lotus-follower-operator", operator_ns),
         (false, "create", "pods", fleet_ns),
         (false, "get", "secrets", fleet_ns),
@@ -274,7 +274,10 @@ fn may_and_may_not(bed: &TestBed, operator_ns: &str, fleet_ns: &str) -> anyhow::
         (false, "patch", "deployments.apps", "kube-system"),
         (false, "create", "roles.rbac.authorization.k8s.io", fleet_ns),
     ] {
-        let ran = bed.command("kubectl", &["auth", "can-i", verb, resource, "--namespace", namespace, "--as", &account], None)?;
+        let mut args = vec!["auth", "can-i", verb];
+        args.extend(resource.split(' '));
+        args.extend(["--namespace", namespace, "--as", &account]);
+        let ran = bed.command("kubectl", &args, None)?;
         let answer = ran.stdout.trim();
         println!("kubectl auth can-i {verb} {resource} --namespace {namespace}: {answer}");
         assert_eq!(answer, if expected { "yes" } else { "no" }, "{verb} {resource} in {namespace}: {}", ran.stderr);
