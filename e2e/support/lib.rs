@@ -20,7 +20,7 @@ mod process;
 mod proxy;
 mod wait;
 
-pub use audit::AuditedWrite;
+pub use audit::AuditedRequest;
 pub use backing::{Backing, RealNode};
 pub use cluster::{TestNamespace, install_crd, install_service_monitor_crd};
 pub use commands::{Ran, repo_root};

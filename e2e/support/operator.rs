@@ -156,7 +156,7 @@ impl TestOperator {
         let client = bed.service_account_client(ns, OPERATOR).await?;
         let metrics = free_local_address()?;
         let options = Options {
-            namespace: Some(ns.name.clone()),
+            namespaces: vec![ns.name.clone()],
             metrics_listen: metrics,
             election: Some(Election {
                 namespace: ns.name.clone(),

@@ -154,10 +154,13 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
         autoscaling::v2::HorizontalPodAutoscaler,
         coordination::v1::Lease,
         core::v1::{Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
-        rbac::v1::{Role, RoleBinding},
+        rbac::v1::RoleBinding,
     };
-    use lotus_follower_operator::build::{autoscaling, disruption, followers, ingester, service};
+    use lotus_follower_operator::build::{
+        Environment, autoscaling, disruption, followers, ingester, network, service,
+    };
 
     let bed = TestBed::from_env()?;
     bed.run(async {
@@ -196,14 +199,13 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
                 // matches what we built: a resync will find nothing to write.
                 let live = serde_json::to_value(api.get(&name).await?)?;
                 assert!(
-                    lotus_follower_operator::diff::is_applied(&serde_json::to_value(&object)?, &live),
+                    lotus_follower_operator::reconcile::diff::is_applied(&serde_json::to_value(&object)?, &live),
                     "{} {name} reads back different from what was applied",
                     stringify!($kind)
                 );
             }};
         }
         apply!(ServiceAccount, ingester::service_account(&cluster));
-        apply!(Role, ingester::role(&cluster));
         apply!(RoleBinding, ingester::role_binding(&cluster));
         apply!(Lease, ingester::lease(&cluster));
         apply!(Deployment, ingester::deployment(&cluster));
@@ -216,6 +218,10 @@ async fn built_children_are_valid_objects_and_their_pods_become_ready() -> anyho
         apply!(Service, service::rpc_service(&cluster));
         apply!(PodDisruptionBudget, disruption::followers_pdb(&cluster));
         apply!(HorizontalPodAutoscaler, autoscaling::followers_hpa(&cluster).ok_or_else(|| anyhow::anyhow!("no HPA"))?);
+        let environment = Environment { operator_namespace: Some("lotus-follower-system".into()), service_monitors: false };
+        for policy in network::policies(&cluster, &environment) {
+            apply!(NetworkPolicy, policy);
+        }
 
         let deployments = Api::<Deployment>::namespaced(client.clone(), &ns.name);
         for (name, want) in [("fleet-followers", 2), ("fleet-ingester", 1)] {

@@ -19,10 +19,12 @@ use lotus_follower_e2e::{
     install_service_monitor_crd, wait_until,
 };
 use lotus_follower_operator::{
-    apply::FIELD_MANAGER,
     build::monitoring::service_monitor_resource,
     crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
-    rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
+    reconcile::{
+        apply::FIELD_MANAGER,
+        rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
+    },
 };
 use serde_json::{Value, json};
 
@@ -138,9 +140,12 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         assert_eq!(condition(&status, "DatabaseReady"), Some(("True".into(), "StoreReachable".into())));
         assert_eq!(status.head_height, Some(1234));
         println!("with the ingester's Lease: phase {:?}, head {:?}", status.phase, status.head_height);
-        // The ingester's Role reaches no other Lease.
-        let other = Api::<Lease>::namespaced(ingester, &ns.name).get(OPERATOR).await;
-        assert!(matches!(other, Err(kube::Error::Api(ref status)) if status.code == 403), "{other:?}");
+        // The ingester's binding reaches the Leases of its namespace only (the
+        // shipped ClusterRole, bound there): none of another, none to delete.
+        let elsewhere = Api::<Lease>::namespaced(ingester.clone(), "kube-system").get("kube-scheduler").await;
+        assert!(matches!(elsewhere, Err(kube::Error::Api(ref status)) if status.code == 403), "{elsewhere:?}");
+        let deleted = Api::<Lease>::namespaced(ingester, &ns.name).delete("demo-ingester", &DeleteParams::default()).await;
+        assert!(matches!(deleted, Err(kube::Error::Api(ref status)) if status.code == 403), "{deleted:?}");
 
         // What users see: the printer columns and the schema's documentation.
         let table = kubectl(&bed, &["get", "lfc", "--namespace", &ns.name])?;

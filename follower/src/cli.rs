@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
+use lotus_follower_interfaces::{commands, flags};
 
 use crate::{
     chain::{Network, upgrades::UpgradeHeight},
@@ -31,48 +32,50 @@ pub enum Command {
     /// Load chain data from CARv1 files or FRC-0108 snapshots (plain or zstd, file or URL).
     Import(ImportArgs),
     /// Follow the leader and write the store (the single writer).
+    #[command(name = commands::INGEST)]
     Ingest(IngestArgs),
     /// Answer Lotus JSON-RPC from the store.
+    #[command(name = commands::SERVE)]
     Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    #[arg(long = flags::STORE.name, env = flags::STORE.env)]
     pub store: StoreUrl,
     #[command(flatten)]
     pub cql: CqlArgs,
     /// The leader allowlisted calls are forwarded to (forwarding lands with its
     /// issue; until then forwarded methods answer "method not found").
-    #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
+    #[arg(long = flags::LEADER.name, env = flags::LEADER.env)]
     pub leader: Option<String>,
     /// A file holding a JWT for the leader.
-    #[arg(long, env = "LOTUS_FOLLOWER_LEADER_TOKEN_FILE")]
+    #[arg(long = flags::LEADER_TOKEN_FILE.name, env = flags::LEADER_TOKEN_FILE.env)]
     pub leader_token_file: Option<std::path::PathBuf>,
     /// Methods forwarded to the leader (comma-separated).
-    #[arg(long, env = "LOTUS_FOLLOWER_FORWARD", value_delimiter = ',')]
+    #[arg(long = flags::FORWARD.name, env = flags::FORWARD.env, value_delimiter = ',')]
     pub forward: Vec<String>,
     /// The chain's network (mainnet, calibnet, devnet): address prefixes and chain ID.
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    #[arg(long = flags::NETWORK.name, env = flags::NETWORK.env, default_value = "mainnet")]
     pub network: Network,
     /// The RPC listener: `/rpc/v0`, `/rpc/v1`, `/health/livez`, `/health/readyz`,
     /// and `/debug/metrics` unless `--metrics-listen` is given.
-    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    #[arg(long = flags::LISTEN.name, env = flags::LISTEN.env, default_value = "127.0.0.1:1234")]
     pub listen: SocketAddr,
     /// A separate listener for Prometheus `/metrics` (the pod spec's
     /// `0.0.0.0:9091`); without it, metrics are at `/debug/metrics` on `--listen`.
-    #[arg(long, env = "LOTUS_FOLLOWER_METRICS_LISTEN")]
+    #[arg(long = flags::METRICS_LISTEN.name, env = flags::METRICS_LISTEN.env)]
     pub metrics_listen: Option<SocketAddr>,
     /// The in-process block cache: a Kubernetes quantity (`512Mi`, `1.5Gi`, `1e9`).
-    #[arg(long, env = "LOTUS_FOLLOWER_CACHE_SIZE", default_value = "512Mi", value_parser = parse_bytes)]
+    #[arg(long = flags::CACHE_SIZE.name, env = flags::CACHE_SIZE.env, default_value = "512Mi", value_parser = parse_bytes)]
     pub cache_size: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// How far below the head requests may reach, in epochs.
     #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_MAX_LOOKBACK_EPOCHS",
+        long = flags::MAX_LOOKBACK_EPOCHS.name,
+        env = flags::MAX_LOOKBACK_EPOCHS.env,
         default_value_t = 2880
     )]
     pub max_lookback_epochs: i64,
@@ -97,17 +100,17 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// A request body's size (a quantity: `1Mi`).
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BODY_BYTES", default_value = "1Mi", value_parser = parse_bytes_usize)]
+    #[arg(long = flags::MAX_BODY_BYTES.name, env = flags::MAX_BODY_BYTES.env, default_value = "1Mi", value_parser = parse_bytes_usize)]
     pub max_body_bytes: usize,
     /// One answer's size, a batch's included (a quantity: `64Mi`).
     #[arg(long, env = "LOTUS_FOLLOWER_MAX_RESPONSE_BYTES", default_value = "64Mi", value_parser = parse_bytes_usize)]
     pub max_response_bytes: usize,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_BATCH", default_value_t = 100)]
+    #[arg(long = flags::MAX_BATCH.name, env = flags::MAX_BATCH.env, default_value_t = 100)]
     pub max_batch: usize,
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_JSON_DEPTH", default_value_t = 32)]
+    #[arg(long = flags::MAX_JSON_DEPTH.name, env = flags::MAX_JSON_DEPTH.env, default_value_t = 32)]
     pub max_json_depth: usize,
     /// ChainNotify channels per websocket.
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    #[arg(long = flags::MAX_SUBSCRIPTIONS.name, env = flags::MAX_SUBSCRIPTIONS.env, default_value_t = 16)]
     pub max_subscriptions: usize,
     /// How long one call may take (`30s`); StateWaitMsg is bounded by `--max-wait-seconds`.
     #[arg(long, env = "LOTUS_FOLLOWER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -155,19 +158,19 @@ impl LimitArgs {
 #[derive(Debug, Args)]
 pub struct CqlArgs {
     /// The CQL role (the ingester's writes; a follower's may only SELECT).
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_USERNAME")]
+    #[arg(long = flags::CQL_USERNAME.name, env = flags::CQL_USERNAME.env)]
     pub cql_username: Option<String>,
     /// A file holding the role's password.
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_PASSWORD_FILE")]
+    #[arg(long = flags::CQL_PASSWORD_FILE.name, env = flags::CQL_PASSWORD_FILE.env)]
     pub cql_password_file: Option<std::path::PathBuf>,
     /// How long one CQL request may take (`10s`).
     #[arg(long, env = "LOTUS_FOLLOWER_CQL_REQUEST_TIMEOUT", value_parser = parse_duration)]
     pub cql_request_timeout: Option<std::time::Duration>,
     /// The datacenter whose nodes are asked first.
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_LOCAL_DC")]
+    #[arg(long = flags::CQL_LOCAL_DC.name, env = flags::CQL_LOCAL_DC.env)]
     pub cql_local_dc: Option<String>,
     /// The CA certificate (PEM) that signs the database's TLS certificate.
-    #[arg(long, env = "LOTUS_FOLLOWER_CQL_TLS_CA_FILE")]
+    #[arg(long = flags::CQL_TLS_CA_FILE.name, env = flags::CQL_TLS_CA_FILE.env)]
     pub cql_tls_ca_file: Option<std::path::PathBuf>,
     /// `<reported>=<reachable>`: connect to a node the database reports at
     /// `<reported>` (its `rpc_address`:port) through `<reachable>` instead — for
@@ -250,21 +253,21 @@ impl ChainArgs {
 #[derive(Debug, Args)]
 pub struct DevnetArgs {
     /// `embedded:<dir>`: the devnet's own chain, continued after a restart.
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    #[arg(long = flags::STORE.name, env = flags::STORE.env)]
     pub store: StoreUrl,
     #[command(flatten)]
     pub cql: CqlArgs,
-    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    #[arg(long = flags::LISTEN.name, env = flags::LISTEN.env, default_value = "127.0.0.1:1234")]
     pub listen: SocketAddr,
     /// A separate Prometheus listener; without it, `/debug/metrics` on `--listen`.
-    #[arg(long, env = "LOTUS_FOLLOWER_METRICS_LISTEN")]
+    #[arg(long = flags::METRICS_LISTEN.name, env = flags::METRICS_LISTEN.env)]
     pub metrics_listen: Option<SocketAddr>,
     /// Reveal a real chain from this CAR (file or URL) one epoch per block
     /// time instead of producing one; `--network` names its network.
     #[arg(long, env = "LOTUS_FOLLOWER_REPLAY")]
     pub replay: Option<String>,
     /// The replayed chain's network (address prefixes, chain ID).
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "devnet")]
+    #[arg(long = flags::NETWORK.name, env = flags::NETWORK.env, default_value = "devnet")]
     pub network: Network,
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -273,28 +276,28 @@ pub struct DevnetArgs {
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// The leader's RPC URL, e.g. `http://leader:1234/rpc/v1`.
-    #[arg(long, env = "LOTUS_FOLLOWER_LEADER")]
+    #[arg(long = flags::LEADER.name, env = flags::LEADER.env)]
     pub leader: String,
     /// `<namespace>/<name>` of the ingester's Kubernetes Lease: only its holder
     /// writes, and it publishes the head and health there for the operator.
-    #[arg(long, env = "LOTUS_FOLLOWER_LEASE")]
+    #[arg(long = flags::LEASE.name, env = flags::LEASE.env)]
     pub lease: Option<String>,
     /// A file holding a JWT for the leader.
-    #[arg(long, env = "LOTUS_FOLLOWER_LEADER_TOKEN_FILE")]
+    #[arg(long = flags::LEADER_TOKEN_FILE.name, env = flags::LEADER_TOKEN_FILE.env)]
     pub leader_token_file: Option<std::path::PathBuf>,
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    #[arg(long = flags::STORE.name, env = flags::STORE.env)]
     pub store: StoreUrl,
     #[command(flatten)]
     pub cql: CqlArgs,
     /// The chain's network (mainnet, calibnet, devnet).
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    #[arg(long = flags::NETWORK.name, env = flags::NETWORK.env, default_value = "mainnet")]
     pub network: Network,
     /// Refuse to follow across more epochs than this: bootstrap by `import` instead.
-    #[arg(long, env = "LOTUS_FOLLOWER_MAX_GAP", default_value_t = 2880)]
+    #[arg(long = flags::MAX_GAP.name, env = flags::MAX_GAP.env, default_value_t = 2880)]
     pub max_gap: i64,
     #[arg(
-        long,
-        env = "LOTUS_FOLLOWER_METRICS_LISTEN",
+        long = flags::METRICS_LISTEN.name,
+        env = flags::METRICS_LISTEN.env,
         default_value = "127.0.0.1:9091"
     )]
     pub metrics_listen: SocketAddr,
@@ -309,10 +312,10 @@ pub struct DevArgs {
         default_value = "127.0.0.1:1235"
     )]
     pub leader_listen: SocketAddr,
-    #[arg(long, env = "LOTUS_FOLLOWER_LISTEN", default_value = "127.0.0.1:1234")]
+    #[arg(long = flags::LISTEN.name, env = flags::LISTEN.env, default_value = "127.0.0.1:1234")]
     pub listen: SocketAddr,
     /// A separate Prometheus listener; without it, `/debug/metrics` on `--listen`.
-    #[arg(long, env = "LOTUS_FOLLOWER_METRICS_LISTEN")]
+    #[arg(long = flags::METRICS_LISTEN.name, env = flags::METRICS_LISTEN.env)]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub chain: ChainArgs,
@@ -321,12 +324,12 @@ pub struct DevArgs {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// `embedded:<dir>` or `cql://<host>:<port>[,…]/<keyspace>`.
-    #[arg(long, env = "LOTUS_FOLLOWER_STORE")]
+    #[arg(long = flags::STORE.name, env = flags::STORE.env)]
     pub store: StoreUrl,
     #[command(flatten)]
     pub cql: CqlArgs,
     /// The chain's network (mainnet, calibnet, devnet).
-    #[arg(long, env = "LOTUS_FOLLOWER_NETWORK", default_value = "mainnet")]
+    #[arg(long = flags::NETWORK.name, env = flags::NETWORK.env, default_value = "mainnet")]
     pub network: Network,
     /// CAR files, snapshots or http(s) URLs, imported in order.
     #[arg(required = true)]

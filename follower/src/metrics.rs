@@ -1,7 +1,9 @@
-//! The follower's Prometheus metrics (names fixed by DESIGN.md), in one
+//! The follower's Prometheus metrics (names from the interfaces crate, which
+//! the operator's HPA and the chart's dashboard read too), in one
 //! registry served on `--metrics-listen`, or at `/debug/metrics` on the RPC
 //! listener when that flag is not given.
 
+use lotus_follower_interfaces::metrics as names;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry,
@@ -27,14 +29,14 @@ impl Metrics {
         let registry = Registry::new();
         let rpc_requests = IntCounterVec::new(
             Opts::new(
-                "lotus_follower_rpc_requests_total",
+                names::RPC_REQUESTS_TOTAL,
                 "JSON-RPC calls answered, by method and result code (0: success)",
             ),
             &["method", "code"],
         )?;
         let rpc_duration = HistogramVec::new(
             HistogramOpts::new(
-                "lotus_follower_rpc_request_duration_seconds",
+                names::RPC_REQUEST_DURATION_SECONDS,
                 "Time to answer a JSON-RPC call",
             )
             .buckets(vec![
@@ -43,31 +45,29 @@ impl Metrics {
             &["method"],
         )?;
         let head_height = IntGauge::new(
-            "lotus_follower_head_height",
+            names::HEAD_HEIGHT,
             "Height of the head this follower serves",
         )?;
         let head_lag_seconds = Gauge::new(
-            "lotus_follower_head_lag_seconds",
+            names::HEAD_LAG_SECONDS,
             "Wall clock minus the head tipset's timestamp",
         )?;
         let cache_hits = IntCounter::new(
-            "lotus_follower_cache_hits_total",
+            names::CACHE_HITS_TOTAL,
             "Blocks answered from the in-process cache",
         )?;
-        let cache_misses = IntCounter::new(
-            "lotus_follower_cache_misses_total",
-            "Blocks read from the store",
-        )?;
+        let cache_misses =
+            IntCounter::new(names::CACHE_MISSES_TOTAL, "Blocks read from the store")?;
         let ingest_tipsets = IntCounter::new(
-            "lotus_follower_ingest_tipsets_total",
+            names::INGEST_TIPSETS_TOTAL,
             "Tipsets the ingester wrote to the store",
         )?;
         let ingest_objects = IntCounter::new(
-            "lotus_follower_ingest_objects_total",
+            names::INGEST_OBJECTS_TOTAL,
             "Blocks the ingester wrote to the store",
         )?;
         let leader_connected = IntGauge::new(
-            "lotus_follower_leader_connected",
+            names::LEADER_CONNECTED,
             "1 when the leader answered the ingester's last call",
         )?;
         registry.register(Box::new(ingest_tipsets.clone()))?;

@@ -52,6 +52,9 @@ pub struct LotusFollowerClusterSpec {
     /// When true, the operator changes nothing in the fleet but keeps its status current.
     #[serde(default)]
     pub paused: bool,
+    /// The NetworkPolicies guarding the fleet's pods (on unless switched off).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 /// A Filecoin network.
@@ -230,6 +233,61 @@ pub struct FollowersSpec {
     /// Where the followers' pods run and the annotations they carry.
     #[serde(flatten)]
     pub placement: PodPlacement,
+}
+
+/// The fleet's NetworkPolicies, `<name>-followers` and `<name>-ingester`: the
+/// followers' RPC port is open to clients; the metrics ports only to the
+/// operator's namespace and `metricsNamespaces`; the pods reach out only to the
+/// database's and the leader's ports, DNS and (the ingester, for its Lease) the
+/// API server. A policy cannot name a Service, so egress is by port, narrowed
+/// to addresses where the CIDR lists give them. Enforced only where the
+/// cluster's network plugin enforces NetworkPolicies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Whether the operator creates the policies (default true); false deletes the ones it made.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// Namespaces, besides the operator's own, whose pods may scrape the metrics
+    /// ports (your Prometheus's, for example). At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub metrics_namespaces: Vec<String>,
+    /// Where the database is, as CIDRs (`10.0.5.0/24`): egress to its ports goes
+    /// only there. Any address when empty. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub database_cidrs: Vec<String>,
+    /// Where the leader is, as CIDRs; any address when empty. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub leader_cidrs: Vec<String>,
+    /// Where the API server is, as CIDRs; any address when empty. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub api_server_cidrs: Vec<String>,
+    /// The API server's ports as pods reach them: policies see the endpoint
+    /// behind the `kubernetes` Service, not the Service's 443 (default 443 and 6443).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub api_server_ports: Vec<i32>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            metrics_namespaces: Vec::new(),
+            database_cidrs: Vec::new(),
+            leader_cidrs: Vec::new(),
+            api_server_cidrs: Vec::new(),
+            api_server_ports: Vec::new(),
+        }
+    }
 }
 
 /// The prefix of the pod annotations the operator keeps for itself: users'

@@ -1,16 +1,13 @@
 //! The operator's library: the `LotusFollowerCluster` resource (`crd`), pure
-//! builders of its children (`build`) and decisions (`diff`, `rollout`,
-//! `status`), and the I/O around them (`apply`, `reconcile`, `run`, `metrics`).
+//! builders of its children (`build`), the reconcile pipeline (`reconcile`:
+//! observe, validate, apply, prune, status), and the process around it (`run`,
+//! `metrics`).
 
-pub mod apply;
 pub mod build;
 pub mod crd;
-pub mod diff;
 pub mod metrics;
 pub mod reconcile;
-pub mod rollout;
 pub mod run;
-pub mod status;
 
 /// The CRD as `crdgen` prints it, and as `crds/` and the Helm chart hold it.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {

@@ -34,9 +34,14 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "LOTUS_FOLLOWER_OPERATOR_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace; repeat the flag (or separate with commas in
+    /// the environment variable) for several. Default: all namespaces.
+    #[arg(
+        long = "namespace",
+        env = "LOTUS_FOLLOWER_OPERATOR_NAMESPACE",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
     /// `/metrics`, `/livez` and `/readyz`.
     #[arg(
         long,
@@ -101,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("lotus-follower-operator-{}", std::process::id()));
     let options = Options {
-        namespace: args.namespace,
+        namespaces: args.namespaces,
         metrics_listen: args.metrics_listen,
         election: args.election_namespace.map(|namespace| Election {
             namespace,

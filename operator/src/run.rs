@@ -2,9 +2,15 @@
 //! election on a Lease (one active operator; standbys wait), and the controller
 //! watching the resource and every kind it owns, until SIGTERM or Ctrl-C.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
-use futures::StreamExt;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
@@ -12,32 +18,41 @@ use k8s_openapi::{
         autoscaling::v2::HorizontalPodAutoscaler,
         coordination::v1::Lease,
         core::v1::{Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
         policy::v1::PodDisruptionBudget,
-        rbac::v1::{Role, RoleBinding},
+        rbac::v1::RoleBinding,
     },
 };
 use kube::{
     Api, Client, Resource,
     runtime::{
-        Controller,
+        Controller, PredicateConfig, WatchStreamExt, controller,
         events::{Recorder, Reporter},
+        reflector::{self, Store},
         watcher,
     },
 };
 use kube_lease_manager::LeaseManagerBuilder;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{
-    apply::FIELD_MANAGER,
+    build::{Environment, monitoring},
     crd::LotusFollowerCluster,
     metrics::{self, Metrics},
-    reconcile::{self, Context},
+    reconcile::{self, Context, apply::FIELD_MANAGER, observe::Caches},
 };
+
+/// Reconciles running at once per controller: enough to create a hundred
+/// fleets quickly, few enough not to flood the API server after a restart.
+const CONCURRENCY: u16 = 16;
+/// How often API discovery is repeated to notice a kind appearing or going.
+const REDISCOVERY_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Watch only this namespace (`None`: all).
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
     pub metrics_listen: SocketAddr,
     /// Leader election; `None` runs the controller at once (one replica only).
     pub election: Option<Election>,
@@ -113,7 +128,7 @@ pub async fn run_until(
 
     let result = match &options.election {
         None => {
-            controller(client, &options, metrics, stopped(stop_receiver)).await;
+            controllers(client, &options, metrics, stopped(stop_receiver)).await;
             Ok(())
         }
         Some(election) => lead(client, &options, election, metrics, stop_receiver.clone()).await,
@@ -161,7 +176,7 @@ async fn lead(
                 _ = stopping.wait_for(|stop| *stop) => {}
             }
         };
-        controller(client, options, metrics.clone(), until).await;
+        controllers(client, options, metrics.clone(), until).await;
         lost = !*stop.borrow() && !*leading.borrow();
         metrics.leader.set(0);
     }
@@ -175,6 +190,111 @@ async fn lead(
     Ok(())
 }
 
+/// Whether the cluster serves the ServiceMonitor kind (API discovery).
+async fn serves_service_monitors(client: &Client) -> Result<bool, kube::Error> {
+    let resource = monitoring::service_monitor_resource();
+    match client.list_api_group_resources(&resource.api_version).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == resource.plural)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// What the builders need to know of the cluster, discovered once per
+/// controller run (not per reconcile).
+async fn discover(client: &Client, options: &Options) -> Result<Environment, kube::Error> {
+    Ok(Environment {
+        operator_namespace: options
+            .election
+            .as_ref()
+            .map(|election| election.namespace.clone()),
+        service_monitors: serves_service_monitors(client).await?,
+    })
+}
+
+/// Resolves when discovery no longer finds what `environment` says (the
+/// Prometheus Operator's CRD installed or removed), looking every `interval`.
+async fn rediscovered(client: Client, options: Options, environment: Environment) {
+    loop {
+        tokio::time::sleep(REDISCOVERY_INTERVAL).await;
+        match discover(&client, &options).await {
+            Ok(now) if now != environment => {
+                tracing::info!(
+                    ?now,
+                    "the cluster's APIs changed: restarting the controllers"
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("API discovery: {error}"),
+        }
+    }
+}
+
+/// The controllers, one per watched namespace (or one for all), until `until`
+/// resolves; restarted with fresh watches when discovery changes.
+async fn controllers(
+    client: Client,
+    options: &Options,
+    metrics: Metrics,
+    until: impl Future<Output = ()> + Send + 'static,
+) {
+    let until = until.boxed().shared();
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: options
+            .election
+            .as_ref()
+            .map(|election| election.identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let namespaces: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    loop {
+        let environment = loop {
+            match discover(&client, options).await {
+                Ok(environment) => break environment,
+                Err(error) => {
+                    tracing::warn!("API discovery: {error}; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        _ = until.clone() => return,
+                    }
+                }
+            }
+        };
+        let restart = rediscovered(client.clone(), options.clone(), environment.clone());
+        let stop = {
+            let until = until.clone();
+            async move {
+                tokio::select! {
+                    _ = until => {}
+                    _ = restart => {}
+                }
+            }
+            .boxed()
+            .shared()
+        };
+        let runs = namespaces.iter().map(|namespace| {
+            let shared = Shared {
+                client: client.clone(),
+                recorder: recorder.clone(),
+                metrics: metrics.clone(),
+                resync: options.resync,
+                environment: environment.clone(),
+            };
+            controller(shared, namespace.as_deref(), stop.clone())
+        });
+        futures::future::join_all(runs).await;
+        if until.clone().now_or_never().is_some() {
+            return;
+        }
+    }
+}
+
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
@@ -185,56 +305,146 @@ where
     }
 }
 
-async fn controller(
+/// Only the operator's own children: no cache of every Lease or Service in the cluster.
+fn owned_config() -> watcher::Config {
+    watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"))
+}
+
+/// A watch of one kind of child kept in a reflector store, and the stream of
+/// touched objects that wakes the owner's reconcile.
+fn cached<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api::<K>(client, namespace), owned_config())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// What of a Lease the status reads: its holder and the ingester's
+/// annotations. A renewal changes neither and wakes nothing.
+fn lease_report(lease: &Lease) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.holder_identity.as_ref())
+        .hash(&mut hasher);
+    let annotations = lease.metadata.annotations.as_ref();
+    for key in lotus_follower_interfaces::lease::ANNOTATIONS {
+        annotations.and_then(|a| a.get(key)).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
+/// What the controllers of one run share.
+struct Shared {
     client: Client,
-    options: &Options,
+    recorder: Recorder,
     metrics: Metrics,
+    resync: Duration,
+    environment: Environment,
+}
+
+async fn controller(
+    shared: Shared,
+    namespace: Option<&str>,
     until: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let namespace = options.namespace.as_deref();
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: options
-            .election
-            .as_ref()
-            .map(|election| election.identity.clone()),
-    };
-    let context = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics,
-        resync: options.resync,
-        status_written: std::sync::Mutex::new(HashMap::new()),
-    });
-    // Only the operator's own children: no cache of every Lease or Service in the cluster.
-    let config =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    Controller::new(
+    let client = shared.client.clone();
+    let (service_accounts, service_account_events) = cached::<ServiceAccount>(&client, namespace);
+    let (role_bindings, role_binding_events) = cached::<RoleBinding>(&client, namespace);
+    let (leases, lease_events) = cached::<Lease>(&client, namespace);
+    let (deployments, deployment_events) = cached::<Deployment>(&client, namespace);
+    let (services, service_events) = cached::<Service>(&client, namespace);
+    let (pdbs, pdb_events) = cached::<PodDisruptionBudget>(&client, namespace);
+    let (hpas, hpa_events) = cached::<HorizontalPodAutoscaler>(&client, namespace);
+    let (network_policies, network_policy_events) = cached::<NetworkPolicy>(&client, namespace);
+    let lease_events = lease_events.predicate_filter(lease_report, PredicateConfig::default());
+    let mut controller = Controller::new(
         api::<LotusFollowerCluster>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(api::<Deployment>(&client, namespace), config.clone())
-    .owns(api::<Service>(&client, namespace), config.clone())
-    .owns(
-        api::<PodDisruptionBudget>(&client, namespace),
-        config.clone(),
-    )
-    .owns(
-        api::<HorizontalPodAutoscaler>(&client, namespace),
-        config.clone(),
-    )
-    .owns(api::<ServiceAccount>(&client, namespace), config.clone())
-    .owns(api::<Role>(&client, namespace), config.clone())
-    .owns(api::<RoleBinding>(&client, namespace), config.clone())
-    .owns(api::<Lease>(&client, namespace), config)
-    .graceful_shutdown_on(until)
-    .run(reconcile::reconcile, reconcile::error_policy, context)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-            Err(error) => tracing::debug!("reconcile error: {error}"),
-        }
-    })
-    .await;
-    tracing::info!("controller stopped");
+    .with_config(controller::Config::default().concurrency(CONCURRENCY))
+    .owns_stream(service_account_events)
+    .owns_stream(role_binding_events)
+    .owns_stream(lease_events)
+    .owns_stream(deployment_events)
+    .owns_stream(service_events)
+    .owns_stream(pdb_events)
+    .owns_stream(hpa_events)
+    .owns_stream(network_policy_events);
+    let mut service_monitors = None;
+    if shared.environment.service_monitors {
+        let resource = monitoring::service_monitor_resource();
+        let writer = reflector::store::Writer::new(resource.clone());
+        service_monitors = Some(writer.as_reader());
+        let api = match namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let events = watcher(api, owned_config())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        controller = controller.owns_stream_with(events, resource);
+    }
+    let environment = shared.environment.clone();
+    let context = Context {
+        client: shared.client,
+        recorder: shared.recorder,
+        metrics: shared.metrics,
+        resync: shared.resync,
+        environment: shared.environment,
+        caches: Caches {
+            service_accounts,
+            role_bindings,
+            leases,
+            deployments,
+            services,
+            pdbs,
+            hpas,
+            network_policies,
+            service_monitors,
+        },
+        status_written: std::sync::Mutex::new(HashMap::new()),
+    };
+    tracing::info!(
+        namespace = namespace.unwrap_or("(all)"),
+        ?environment,
+        "controller started"
+    );
+    controller
+        .graceful_shutdown_on(until)
+        .run(
+            reconcile::reconcile,
+            reconcile::error_policy,
+            Arc::new(context),
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!("reconcile error: {error}"),
+            }
+        })
+        .await;
+    tracing::info!(
+        namespace = namespace.unwrap_or("(all)"),
+        "controller stopped"
+    );
 }

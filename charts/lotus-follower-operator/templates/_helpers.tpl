@@ -33,52 +33,53 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/*
-The operator's rules, the same in the ClusterRole and in each namespace's Role:
-read the resource and write only its status, create and patch its children
-(server-side apply), delete only what a spec change can remove, and bind (never
-hold) the ingester's Lease rights.
+The operator's rules, the same in the ClusterRole and in each namespace's Role
+(they are manifests/install.yaml's, which the operator's end-to-end tests run
+under): read the resource into its cache and write only its status; watch the
+children into caches and apply them server-side (create, patch); delete only
+the kinds a spec change can remove; bind (never hold) the ingester's Lease rights.
 */}}
 {{- define "lfo.rules" -}}
 - apiGroups: [lotus-follower.io]
   resources: [lotusfollowerclusters]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [lotus-follower.io]
   resources: [lotusfollowerclusters/status]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [list, watch, create, patch]
 - apiGroups: [""]
-  resources: [services]
-  verbs: [get, list, watch, create, patch, delete]
-- apiGroups: [""]
-  resources: [serviceaccounts]
-  verbs: [get, list, watch, create, patch]
+  resources: [serviceaccounts, services]
+  verbs: [list, watch, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [list, watch, create, patch]
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors]
+  verbs: [list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
+# The ingester's RoleBinding, to the ClusterRole lotus-follower-ingester: RBAC
+# lets the operator grant it because it may bind that one ClusterRole, not
+# because it holds its verbs.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [rolebindings]
-  verbs: [get, list, watch, create, patch]
-# The ingester's rights come from binding this ClusterRole, which the operator
-# may bind but does not hold.
+  verbs: [list, watch, create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [clusterroles]
   verbs: [bind]
   resourceNames: [lotus-follower-ingester]
-# The ingester's Lease: created by the operator, renewed by the ingester.
+# The ingester's Lease: created once, then the ingester's. (Create cannot be
+# limited by name; no update, patch or delete of any Lease but its own election
+# Lease.)
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, list, watch, create]
-- apiGroups: [monitoring.coreos.com]
-  resources: [servicemonitors]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

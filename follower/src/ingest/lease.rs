@@ -20,11 +20,8 @@ use kube::{Api, api::PostParams};
 /// How long a holder that stops renewing keeps the Lease.
 const LEASE_SECONDS: i32 = 30;
 
-/// Annotation names the operator reads (DESIGN.md).
-pub const HEAD_HEIGHT: &str = "lotus-follower.io/head-height";
-pub const HEAD_TIME: &str = "lotus-follower.io/head-time";
-pub const LEADER: &str = "lotus-follower.io/leader";
-pub const STORE: &str = "lotus-follower.io/store";
+/// Annotation names the operator reads.
+pub use lotus_follower_interfaces::lease::{HEAD_HEIGHT, HEAD_TIME, LEADER, STORE};
 
 /// What the ingester publishes on the Lease.
 #[derive(Debug, Clone, PartialEq, Eq)]

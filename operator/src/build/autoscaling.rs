@@ -15,7 +15,7 @@ use super::{
 use crate::crd::LotusFollowerCluster;
 
 /// The Pods metric the HPA reads from `custom.metrics.k8s.io`.
-pub const RPC_RATE_METRIC: &str = "lotus_follower_rpc_requests_per_second";
+pub const RPC_RATE_METRIC: &str = lotus_follower_interfaces::metrics::RPC_REQUESTS_PER_SECOND;
 
 pub fn followers_hpa(cluster: &LotusFollowerCluster) -> Option<HorizontalPodAutoscaler> {
     let autoscaling = cluster.spec.followers.autoscaling.as_ref()?;

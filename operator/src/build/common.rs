@@ -7,19 +7,13 @@ use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 use crate::crd::LotusFollowerCluster;
 
-/// The `lotus-follower` image when the resource names none: this operator's own version.
-/// With [`OPERATOR_IMAGE`] the one place image names live: the test bed tags what it
-/// builds with `lotus-follower-operator images`, and a test holds the manifests to it.
-pub const DEFAULT_IMAGE: &str = concat!(
-    "ghcr.io/lotus-follower/lotus-follower:",
-    env!("CARGO_PKG_VERSION")
-);
+/// The `lotus-follower` image when the resource names none: this operator's own
+/// version. The test bed tags what it builds with `lotus-follower-operator
+/// images`, and a test holds the manifests to [`OPERATOR_IMAGE`].
+pub const DEFAULT_IMAGE: &str = lotus_follower_interfaces::images::FOLLOWER;
 
 /// The operator's own image, as the install manifests name it.
-pub const OPERATOR_IMAGE: &str = concat!(
-    "ghcr.io/lotus-follower/lotus-follower-operator:",
-    env!("CARGO_PKG_VERSION")
-);
+pub const OPERATOR_IMAGE: &str = lotus_follower_interfaces::images::OPERATOR;
 
 /// `<name>-<role>`: `-followers`, `-rpc`, `-ingester`, …
 pub fn child_name(cluster: &LotusFollowerCluster, role: &str) -> String {

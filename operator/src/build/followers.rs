@@ -17,6 +17,7 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
+use lotus_follower_interfaces::{commands, flags, ports};
 
 use super::{
     common::{DEFAULT_IMAGE, child_metadata, labels, selector_labels},
@@ -25,8 +26,8 @@ use super::{
 use crate::crd::{CredentialsSecret, LotusFollowerCluster, NetworkName};
 
 pub const COMPONENT: &str = "follower";
-pub const RPC_PORT: i32 = 1234;
-pub const METRICS_PORT: i32 = 9091;
+pub const RPC_PORT: i32 = ports::RPC as i32;
+pub const METRICS_PORT: i32 = ports::METRICS as i32;
 /// How long a stopping follower keeps serving before it is told to stop: long
 /// enough for the EndpointSlice controller and every node's kube-proxy to take
 /// it out of the Service, so no new request reaches a closed listener.
@@ -116,13 +117,13 @@ pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connect
                 DatabaseRole::Follower => database.follower_credentials.as_ref(),
             });
     let mut connection = Connection {
-        args: vec!["--network".into(), network_flag(spec.network).into()],
+        args: vec![flags::NETWORK.arg(), network_flag(spec.network).into()],
         env: Vec::new(),
         volumes: Vec::new(),
         mounts: Vec::new(),
     };
     if let Some(database) = &spec.database.external {
-        connection.args.push("--store".into());
+        connection.args.push(flags::STORE.arg());
         connection.args.push(format!(
             "cql://{}/{}",
             database.contact_points.join(","),
@@ -131,7 +132,7 @@ pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connect
         if let Some(dc) = &database.local_datacenter {
             connection
                 .args
-                .extend(["--cql-local-dc".into(), dc.clone()]);
+                .extend([flags::CQL_LOCAL_DC.arg(), dc.clone()]);
         }
         if let Some(ca) = &database.tls_ca {
             connection
@@ -139,7 +140,7 @@ pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connect
                 .push(secret_volume("db-ca", &ca.name, &ca.key));
             connection.mounts.push(mount("db-ca", DB_CA_DIR));
             connection.args.extend([
-                "--cql-tls-ca-file".into(),
+                flags::CQL_TLS_CA_FILE.arg(),
                 format!("{DB_CA_DIR}/{}", ca.key),
             ]);
         }
@@ -155,7 +156,7 @@ pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connect
             .unwrap_or_else(|| "password".into());
         // The username by reference, the password as a file: neither in the arguments.
         connection.env.push(EnvVar {
-            name: "LOTUS_FOLLOWER_CQL_USERNAME".into(),
+            name: flags::CQL_USERNAME.env.into(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
                     name: credentials.secret_name.clone(),
@@ -175,14 +176,14 @@ pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connect
             .mounts
             .push(mount("db-credentials", DB_CREDENTIALS_DIR));
         connection.args.extend([
-            "--cql-password-file".into(),
+            flags::CQL_PASSWORD_FILE.arg(),
             format!("{DB_CREDENTIALS_DIR}/{password_key}"),
         ]);
     }
     if let Some(leader) = &spec.leader.external {
         connection
             .args
-            .extend(["--leader".into(), leader.url.clone()]);
+            .extend([flags::LEADER.arg(), leader.url.clone()]);
         if let Some(token) = &leader.token {
             connection
                 .volumes
@@ -191,7 +192,7 @@ pub fn connection(cluster: &LotusFollowerCluster, role: DatabaseRole) -> Connect
                 .mounts
                 .push(mount("leader-token", LEADER_TOKEN_DIR));
             connection.args.extend([
-                "--leader-token-file".into(),
+                flags::LEADER_TOKEN_FILE.arg(),
                 format!("{LEADER_TOKEN_DIR}/{}", token.key),
             ]);
         }
@@ -285,37 +286,37 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     let followers = &cluster.spec.followers;
     let connection = connection(cluster, DatabaseRole::Follower);
     let mut args = vec![
-        "serve".to_owned(),
-        "--listen".into(),
+        commands::SERVE.to_owned(),
+        flags::LISTEN.arg(),
         format!("0.0.0.0:{RPC_PORT}"),
-        "--metrics-listen".into(),
+        flags::METRICS_LISTEN.arg(),
         format!("0.0.0.0:{METRICS_PORT}"),
     ];
     args.extend(connection.args);
     if let Some(forward) = &followers.forward {
-        args.extend(["--forward".into(), forward.join(",")]);
+        args.extend([flags::FORWARD.arg(), forward.join(",")]);
     }
     if let Some(cache) = &followers.cache_size {
         // In bytes: the pod gets a plain number whatever form of quantity the
         // spec used (`1.5Gi`, `1e9`). One that does not parse is passed as
         // written, for the follower to refuse with its reason.
         let bytes = quantity_bytes(&cache.0).map_or_else(|| cache.0.clone(), |b| b.to_string());
-        args.extend(["--cache-size".into(), bytes]);
+        args.extend([flags::CACHE_SIZE.arg(), bytes]);
     }
     let limits = &followers.limits;
     let limit_flags = [
-        ("--max-body-bytes", limits.max_body_bytes),
-        ("--max-batch", limits.max_batch.map(i64::from)),
-        ("--max-json-depth", limits.max_json_depth.map(i64::from)),
+        (flags::MAX_BODY_BYTES, limits.max_body_bytes),
+        (flags::MAX_BATCH, limits.max_batch.map(i64::from)),
+        (flags::MAX_JSON_DEPTH, limits.max_json_depth.map(i64::from)),
         (
-            "--max-subscriptions",
+            flags::MAX_SUBSCRIPTIONS,
             limits.max_subscriptions.map(i64::from),
         ),
-        ("--max-lookback-epochs", limits.max_lookback_epochs),
+        (flags::MAX_LOOKBACK_EPOCHS, limits.max_lookback_epochs),
     ];
     for (flag, value) in limit_flags {
         if let Some(value) = value {
-            args.extend([flag.to_owned(), value.to_string()]);
+            args.extend([flag.arg(), value.to_string()]);
         }
     }
     args.extend(followers.extra_args.iter().cloned());

@@ -1,7 +1,7 @@
 //! The ingester: its Deployment (one active replica; during a rollout the new pod
 //! waits as a standby, fenced by the Lease), its ServiceAccount, the Lease
-//! `<name>-ingester` the operator creates, and a Role that may only get, update
-//! and patch that one Lease (RBAC `resourceNames` cannot limit `create`).
+//! `<name>-ingester` the operator creates, and the RoleBinding that lets it
+//! update Leases in its namespace.
 
 use std::collections::BTreeMap;
 
@@ -10,11 +10,12 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         coordination::v1::{Lease, LeaseSpec},
         core::v1::{Container, ContainerPort, PodSpec, PodTemplateSpec, ServiceAccount},
-        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+        rbac::v1::{RoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::{ResourceExt, api::ObjectMeta};
+use lotus_follower_interfaces::{commands, flags};
 
 use super::{
     common::{DEFAULT_IMAGE, child_metadata, child_name, labels, selector_labels},
@@ -47,26 +48,21 @@ pub fn lease(cluster: &LotusFollowerCluster) -> Lease {
     }
 }
 
-pub fn role(cluster: &LotusFollowerCluster) -> Role {
-    Role {
-        metadata: metadata(cluster),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["coordination.k8s.io".into()]),
-            resources: Some(vec!["leases".into()]),
-            resource_names: Some(vec![child_name(cluster, "ingester")]),
-            verbs: vec!["get".into(), "update".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]),
-    }
-}
+/// The ClusterRole the install ships (Lease get, update, patch) and the
+/// operator binds in each fleet's namespace. A Role of the operator's own making
+/// would need the operator to hold those verbs on every Lease (RBAC's escalation
+/// check); binding a fixed ClusterRole needs only `bind` on it.
+pub const CLUSTER_ROLE: &str = "lotus-follower-ingester";
 
+/// Binds [`CLUSTER_ROLE`] to the ingester's ServiceAccount in the fleet's
+/// namespace: it may update the Leases there, none elsewhere.
 pub fn role_binding(cluster: &LotusFollowerCluster) -> RoleBinding {
     RoleBinding {
         metadata: metadata(cluster),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: child_name(cluster, "ingester"),
+            kind: "ClusterRole".into(),
+            name: CLUSTER_ROLE.into(),
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
@@ -81,10 +77,10 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     let ingester = &cluster.spec.ingester;
     let connection = connection(cluster, DatabaseRole::Ingester);
     let mut args = vec![
-        "ingest".to_owned(),
-        "--metrics-listen".into(),
+        commands::INGEST.to_owned(),
+        flags::METRICS_LISTEN.arg(),
         format!("0.0.0.0:{METRICS_PORT}"),
-        "--lease".into(),
+        flags::LEASE.arg(),
         format!(
             "{}/{}",
             cluster.namespace().unwrap_or_default(),
@@ -93,7 +89,7 @@ pub fn deployment(cluster: &LotusFollowerCluster) -> Deployment {
     ];
     args.extend(connection.args);
     if let Some(gap) = ingester.max_gap {
-        args.extend(["--max-gap".into(), gap.to_string()]);
+        args.extend([flags::MAX_GAP.arg(), gap.to_string()]);
     }
     args.extend(ingester.extra_args.iter().cloned());
     let mut env = connection.env;
@@ -166,16 +162,12 @@ mod tests {
     use crate::build::fixture;
 
     #[test]
-    fn the_role_reaches_only_its_own_lease() -> anyhow::Result<()> {
+    fn the_ingester_is_bound_to_the_shipped_cluster_role() -> anyhow::Result<()> {
         let cluster = fixture(include_str!("fixtures/minimal.yaml"))?;
-        let rules = role(&cluster).rules.unwrap_or_default();
-        assert_eq!(rules.len(), 1);
-        assert_eq!(
-            rules[0].resource_names,
-            Some(vec!["demo-ingester".to_owned()])
-        );
-        assert_eq!(rules[0].verbs, vec!["get", "update", "patch"]);
         let binding = role_binding(&cluster);
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert_eq!(binding.role_ref.name, CLUSTER_ROLE);
+        assert_eq!(binding.metadata.namespace.as_deref(), Some("fleet"));
         assert_eq!(
             binding.subjects.unwrap_or_default()[0].name,
             "demo-ingester"

@@ -1,6 +1,7 @@
 //! Pure builders of the objects a `LotusFollowerCluster` owns, one file per
-//! child. They read the resource and return the desired object; the apply step
-//! (with the reconciler) sends them with server-side apply.
+//! child. They read the resource (and the little they need to know about the
+//! cluster, [`Environment`]) and return the desired objects; the reconciler
+//! applies them, and `render` prints them.
 
 pub mod autoscaling;
 mod common;
@@ -8,13 +9,106 @@ pub mod disruption;
 pub mod followers;
 pub mod ingester;
 pub mod monitoring;
+pub mod network;
 pub mod placement;
 pub mod service;
 
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    coordination::v1::Lease,
+    core::v1::{Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::RoleBinding,
+};
+use kube::api::DynamicObject;
+
+use crate::crd::LotusFollowerCluster;
 pub use common::{
     DEFAULT_IMAGE, OPERATOR_IMAGE, child_metadata, child_name, labels, owner_reference,
     selector_labels,
 };
+
+/// What the builders need to know beyond the resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// The operator's own namespace: its pods may scrape the fleet's metrics.
+    pub operator_namespace: Option<String>,
+    /// Whether the cluster serves the Prometheus Operator's ServiceMonitor kind.
+    pub service_monitors: bool,
+}
+
+/// Every child a resource wants, in the order they are applied.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub ingester_service_account: ServiceAccount,
+    pub ingester_role_binding: RoleBinding,
+    pub ingester_lease: Lease,
+    pub ingester: Deployment,
+    pub followers: Deployment,
+    pub rpc_service: Service,
+    pub pdb: PodDisruptionBudget,
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    pub metrics_service: Service,
+    pub service_monitor: Option<DynamicObject>,
+    pub network_policies: Vec<NetworkPolicy>,
+}
+
+pub fn desired(cluster: &LotusFollowerCluster, environment: &Environment) -> Desired {
+    Desired {
+        ingester_service_account: ingester::service_account(cluster),
+        ingester_role_binding: ingester::role_binding(cluster),
+        ingester_lease: ingester::lease(cluster),
+        ingester: ingester::deployment(cluster),
+        followers: followers::deployment(cluster),
+        rpc_service: service::rpc_service(cluster),
+        pdb: disruption::followers_pdb(cluster),
+        hpa: autoscaling::followers_hpa(cluster),
+        metrics_service: monitoring::metrics_service(cluster),
+        service_monitor: environment
+            .service_monitors
+            .then(|| monitoring::service_monitor(cluster)),
+        network_policies: network::policies(cluster, environment),
+    }
+}
+
+impl Desired {
+    /// Every object, in apply order, with its `apiVersion` and `kind` (what
+    /// `render` prints and `kubectl apply` takes).
+    pub fn objects(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        use serde_json::to_value;
+        let mut objects = vec![
+            to_value(&self.ingester_service_account)?,
+            to_value(&self.ingester_role_binding)?,
+            to_value(&self.ingester_lease)?,
+            to_value(&self.ingester)?,
+            to_value(&self.followers)?,
+            to_value(&self.rpc_service)?,
+            to_value(&self.pdb)?,
+            to_value(&self.metrics_service)?,
+        ];
+        objects.extend(
+            self.hpa
+                .iter()
+                .map(to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        objects.extend(
+            self.service_monitor
+                .iter()
+                .map(to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        objects.extend(
+            self.network_policies
+                .iter()
+                .map(to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        Ok(objects)
+    }
+}
 
 /// A resource from a YAML fixture, as the API server would hand it over.
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Prometheus Operator integration, built only when the cluster serves the
-//! `monitoring.coreos.com/v1` ServiceMonitor kind: a headless Service
-//! `<name>-metrics` in front of the ingester's and followers' metrics ports,
-//! and the ServiceMonitor `<name>` scraping it.
+//! Scraping: a headless Service `<name>-metrics` in front of the ingester's
+//! and followers' metrics ports (for any Prometheus's service discovery), and,
+//! where the cluster serves the Prometheus Operator's
+//! `monitoring.coreos.com/v1` ServiceMonitor kind, the ServiceMonitor `<name>`
+//! scraping it.
 
 use k8s_openapi::{
     api::core::v1::{Service, ServicePort, ServiceSpec},

@@ -1,5 +1,6 @@
-//! Conditions, derived without dialling any workload: from the ingester's Lease
-//! (its holder and the annotations it publishes) and from workload status.
+//! The status, a pure function of the resource and what was observed: the
+//! conditions come from the ingester's Lease (its holder and the annotations it
+//! publishes) and from workload status, without dialling any workload.
 //! `lastTransitionTime` moves only when a condition's status really changes.
 
 use std::time::Duration;
@@ -10,11 +11,17 @@ use k8s_openapi::{
     jiff::{SignedDuration, Timestamp},
 };
 
-/// Annotations the ingester keeps on its Lease (DESIGN.md, "Fixed interfaces").
-pub const HEAD_HEIGHT: &str = "lotus-follower.io/head-height";
-pub const HEAD_TIME: &str = "lotus-follower.io/head-time";
-pub const LEADER: &str = "lotus-follower.io/leader";
-pub const STORE: &str = "lotus-follower.io/store";
+use super::{
+    observe::{Observed, replicas},
+    validate::Problem,
+};
+use crate::{
+    build::{child_name, service::endpoint},
+    crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
+};
+
+/// Annotations the ingester keeps on its Lease.
+pub use lotus_follower_interfaces::lease::{HEAD_HEIGHT, HEAD_TIME, LEADER, STORE};
 
 /// How old the head may be before `HeadInSync` is False, unless the spec says.
 pub const DEFAULT_MAX_HEAD_AGE: Duration = Duration::from_secs(120);
@@ -129,7 +136,9 @@ pub fn lease_conditions(
         .get(key)
         .map(String::as_str)
     {
-        Some("ok") => condition(type_, "True", ok_reason, "", generation, now),
+        Some(lotus_follower_interfaces::lease::OK) => {
+            condition(type_, "True", ok_reason, "", generation, now)
+        }
         Some(error) => condition(type_, "False", error_reason, error, generation, now),
         None => condition(
             type_,
@@ -202,6 +211,144 @@ pub fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition
             condition
         })
         .collect()
+}
+
+/// The resource's status as observed now.
+pub fn desired_status(
+    cluster: &LotusFollowerCluster,
+    observed: &Observed,
+    problems: &[Problem],
+    now: Timestamp,
+) -> LotusFollowerClusterStatus {
+    let generation = cluster.metadata.generation;
+    let deployment = |role| observed.deployments.get(&child_name(cluster, role));
+    let (ready, desired) = replicas(deployment("followers"));
+    let (ingester_ready, ingester_desired) = replicas(deployment("ingester"));
+    let lease = observed
+        .leases
+        .get(&child_name(cluster, "ingester"))
+        .map(AsRef::as_ref);
+
+    let ingester = workload_condition(
+        "IngesterReady",
+        ingester_ready,
+        ingester_desired,
+        generation,
+        now,
+    );
+    let followers = workload_condition("FollowersReady", ready, desired, generation, now);
+    let ready_condition = ready_condition(&[&ingester, &followers], generation, now);
+    let mut conditions = vec![ready_condition, ingester, followers];
+    conditions.extend(lease_conditions(
+        lease,
+        max_head_age(cluster),
+        generation,
+        now,
+    ));
+    conditions.push(match problems.first() {
+        None => condition("SpecValid", "True", "Valid", "", generation, now),
+        Some(problem) => {
+            let message: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+            condition(
+                "SpecValid",
+                "False",
+                problem.reason,
+                message.join("; "),
+                generation,
+                now,
+            )
+        }
+    });
+    let old = cluster.status.clone().unwrap_or_default();
+    let conditions = merge_conditions(&old.conditions, conditions);
+
+    let is_true = |type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    let phase = if cluster.spec.paused {
+        "Paused"
+    } else if !problems.is_empty() {
+        "Invalid"
+    } else {
+        match (is_true("Ready"), is_true("HeadInSync")) {
+            (true, true) => "Running",
+            (true, false) => "Syncing",
+            (false, _) => "Pending",
+        }
+    };
+    let head_height = lease.and_then(|lease| {
+        lease
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(HEAD_HEIGHT)?
+            .parse()
+            .ok()
+    });
+    LotusFollowerClusterStatus {
+        observed_generation: generation,
+        phase: Some(phase.into()),
+        conditions,
+        head_height,
+        followers: Some(format!("{ready}/{desired}")),
+        endpoint: Some(endpoint(cluster)),
+    }
+}
+
+/// `spec.ingester.maxHeadAge` (`120s`, `5m`, `1h30m`), or the default.
+pub fn max_head_age(cluster: &LotusFollowerCluster) -> Duration {
+    cluster
+        .spec
+        .ingester
+        .max_head_age
+        .as_deref()
+        .and_then(|text| text.parse::<SignedDuration>().ok())
+        .and_then(|age| Duration::try_from(age).ok())
+        .unwrap_or(DEFAULT_MAX_HEAD_AGE)
+}
+
+/// When a condition would change with no watch event to say so: the head
+/// turning stale, or the Lease expiring because its holder stopped renewing.
+pub fn next_change(
+    lease: Option<&Lease>,
+    max_head_age: Duration,
+    now: Timestamp,
+) -> Option<Duration> {
+    let lease = lease?;
+    let head_stale = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(HEAD_TIME)?.parse::<Timestamp>().ok())
+        .and_then(|head_time| {
+            let max = SignedDuration::try_from(max_head_age).ok()?;
+            Some(head_time + max)
+        });
+    let expiry = lease.spec.as_ref().and_then(|spec| {
+        let renewed = spec.renew_time.as_ref()?.0;
+        Some(
+            renewed
+                + SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15))),
+        )
+    });
+    [head_stale, expiry]
+        .into_iter()
+        .flatten()
+        .filter_map(|at| Duration::try_from(at.duration_since(now)).ok())
+        .min()
+        .map(|left| left + Duration::from_secs(1))
+}
+
+/// Whether two statuses differ in more than the head height.
+pub fn materially_different(
+    old: &LotusFollowerClusterStatus,
+    new: &LotusFollowerClusterStatus,
+) -> bool {
+    let mut old = old.clone();
+    old.head_height = new.head_height;
+    old != *new
 }
 
 #[cfg(test)]
@@ -343,5 +490,82 @@ mod tests {
             )],
         );
         assert_eq!(changed[0].last_transition_time, Time(now()));
+    }
+
+    #[test]
+    fn max_head_age_reads_durations() -> anyhow::Result<()> {
+        let mut cluster = crate::build::fixture(include_str!("../build/fixtures/minimal.yaml"))?;
+        assert_eq!(max_head_age(&cluster), DEFAULT_MAX_HEAD_AGE);
+        for (text, seconds) in [("90s", 90), ("5m", 300), ("1h30m", 5400)] {
+            cluster.spec.ingester.max_head_age = Some(text.into());
+            assert_eq!(
+                max_head_age(&cluster),
+                Duration::from_secs(seconds),
+                "{text}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_next_change_is_the_head_turning_stale_or_the_lease_expiring() {
+        let now = now();
+        // Head 100 s old, renewed 5 s ago for 15 s: the Lease expires first.
+        let mut held = lease(
+            5,
+            &[(
+                HEAD_TIME,
+                &(now - SignedDuration::from_secs(100)).to_string(),
+            )],
+        );
+        assert_eq!(
+            next_change(Some(&held), Duration::from_secs(120), now),
+            Some(Duration::from_secs(11))
+        );
+        // Without a renewal time, only the head: stale in 20 s.
+        if let Some(spec) = held.spec.as_mut() {
+            spec.renew_time = None;
+        }
+        assert_eq!(
+            next_change(Some(&held), Duration::from_secs(120), now),
+            Some(Duration::from_secs(21))
+        );
+        // Already stale, or no Lease at all: nothing to wait for.
+        assert_eq!(next_change(Some(&held), Duration::from_secs(60), now), None);
+        assert_eq!(next_change(None, Duration::from_secs(60), now), None);
+    }
+
+    #[test]
+    fn only_the_head_height_is_not_material() {
+        let old = LotusFollowerClusterStatus {
+            head_height: Some(10),
+            phase: Some("Running".into()),
+            ..LotusFollowerClusterStatus::default()
+        };
+        let mut new = old.clone();
+        new.head_height = Some(11);
+        assert!(!materially_different(&old, &new));
+        new.phase = Some("Syncing".into());
+        assert!(materially_different(&old, &new));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_a_condition_and_a_phase() -> anyhow::Result<()> {
+        let cluster = crate::build::fixture(include_str!("../build/fixtures/minimal.yaml"))?;
+        let problems = [Problem {
+            reason: "ConflictingArguments",
+            message: "followers.extraArgs sets --store".into(),
+        }];
+        let status = desired_status(&cluster, &Observed::default(), &problems, now());
+        assert_eq!(status.phase.as_deref(), Some("Invalid"));
+        assert_eq!(
+            status_of(&status.conditions, "SpecValid"),
+            ("False", "ConflictingArguments")
+        );
+        assert_eq!(status.followers.as_deref(), Some("0/0"));
+        let valid = desired_status(&cluster, &Observed::default(), &[], now());
+        assert_eq!(valid.phase.as_deref(), Some("Pending"));
+        assert_eq!(status_of(&valid.conditions, "SpecValid"), ("True", "Valid"));
+        Ok(())
     }
 }

@@ -269,7 +269,7 @@ mod tests {
     fn pod_placement_round_trips_and_its_changes_count() -> anyhow::Result<()> {
         use crate::build::{fixture, followers};
 
-        let cluster = fixture(include_str!("build/fixtures/placement.yaml"))?;
+        let cluster = fixture(include_str!("../build/fixtures/placement.yaml"))?;
         let desired = serde_json::to_value(followers::deployment(&cluster))?;
         let mut live = desired.clone();
         // What the server adds: defaults inside the placement's own items, and
