@@ -24,7 +24,9 @@ use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
-use lotus_follower_e2e::{Backing, Check, PortForward, TestBed, TestNamespace, repo_root, wait_until};
+use lotus_follower_e2e::{
+    Backing, Check, PortForward, TestBed, TestNamespace, repo_root, wait_until,
+};
 use lotus_follower_operator::{build::OPERATOR_IMAGE, crd::LotusFollowerCluster};
 use serde_json::{Value, json};
 
@@ -45,7 +47,10 @@ fn commands(section: &str) -> anyhow::Result<Vec<String>> {
         .find(&heading)
         .ok_or_else(|| anyhow::anyhow!("the README has no section {heading:?}"))?;
     let body = &README[start + heading.len()..];
-    let end = [body.find("\n## "), body.find("\n### ")].into_iter().flatten().min();
+    let end = [body.find("\n## "), body.find("\n### ")]
+        .into_iter()
+        .flatten()
+        .min();
     let body = &body[..end.unwrap_or(body.len())];
     let mut commands = Vec::new();
     let mut in_block = false;
@@ -65,7 +70,10 @@ fn commands(section: &str) -> anyhow::Result<Vec<String>> {
             _ => {}
         }
     }
-    anyhow::ensure!(!commands.is_empty(), "README section {section:?} has no commands");
+    anyhow::ensure!(
+        !commands.is_empty(),
+        "README section {section:?} has no commands"
+    );
     Ok(commands)
 }
 
@@ -87,7 +95,10 @@ impl Guide<'_> {
             .replace(FLEET_NAMESPACE, &self.fleet_ns)
             .replace(EXAMPLE, &self.example.display().to_string());
         if let Some(forward) = self.forwards.last() {
-            command = command.replace("127.0.0.1:1234", &format!("127.0.0.1:{}", forward.local_ports[0]));
+            command = command.replace(
+                "127.0.0.1:1234",
+                &format!("127.0.0.1:{}", forward.local_ports[0]),
+            );
         }
         if command.starts_with("helm install ") || command.starts_with("helm upgrade ") {
             command.push_str(&format!(" --values {}", self.values.display()));
@@ -108,18 +119,37 @@ impl Guide<'_> {
             }
             if let Some(rest) = command.strip_prefix("kubectl port-forward ") {
                 let words: Vec<&str> = rest.trim_end_matches('&').split_whitespace().collect();
-                let namespace = words.iter().skip_while(|w| **w != "--namespace").nth(1).copied().unwrap_or("default");
-                let target = words.iter().find(|w| w.contains('/')).copied().unwrap_or_default();
-                self.forwards.push(PortForward::start(namespace, target, &[1234])?);
-                println!("README § {section}: $ {command}\n  (forwarding to 127.0.0.1:{})", self.forwards[self.forwards.len() - 1].local_ports[0]);
+                let namespace = words
+                    .iter()
+                    .skip_while(|w| **w != "--namespace")
+                    .nth(1)
+                    .copied()
+                    .unwrap_or("default");
+                let target = words
+                    .iter()
+                    .find(|w| w.contains('/'))
+                    .copied()
+                    .unwrap_or_default();
+                self.forwards
+                    .push(PortForward::start(namespace, target, &[1234])?);
+                println!(
+                    "README § {section}: $ {command}\n  (forwarding to 127.0.0.1:{})",
+                    self.forwards[self.forwards.len() - 1].local_ports[0]
+                );
                 outputs.push(String::new());
                 continue;
             }
-            let output = self.bed.command("bash", &["-c", &command], None)?.ok(&format!("README § {section}: {command}"))?;
+            let output = self
+                .bed
+                .command("bash", &["-c", &command], None)?
+                .ok(&format!("README § {section}: {command}"))?;
             println!("README § {section}: $ {command}\n{}", output.trim_end());
             outputs.push(output);
         }
-        println!("README § {section}: {:.1}s", started.elapsed().as_secs_f64());
+        println!(
+            "README § {section}: {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(outputs)
     }
 }
@@ -139,8 +169,13 @@ async fn the_user_guide_works_as_written() -> anyhow::Result<()> {
         let fleet_ns = TestNamespace::create(&client, "guide-fleet").await?;
         let backing = Backing::create(&bed, &client, &fleet_ns).await?;
         let dir = tempfile::tempdir()?;
-        let values = write_temp(dir.path(), "values.yaml", &backing.fill_file("e2e/tools/demo/operator-values.yaml")?)?;
-        let mut fleet: Value = serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(EXAMPLE))?)?;
+        let values = write_temp(
+            dir.path(),
+            "values.yaml",
+            &backing.fill_file("e2e/tools/demo/operator-values.yaml")?,
+        )?;
+        let mut fleet: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(repo_root().join(EXAMPLE))?)?;
         backing.place(&mut fleet);
         let example = write_temp(dir.path(), "minimal.yaml", &serde_yaml::to_string(&fleet)?)?;
         let mut guide = Guide {
@@ -158,22 +193,46 @@ async fn the_user_guide_works_as_written() -> anyhow::Result<()> {
         // Install: the operator's pods run for real on the real node, from its image.
         guide.run("Install the operator")?;
         let first = running_operator_pods(&operator_pods, &backing.node.name).await?;
-        println!("operator pods on {}: {:?}", backing.node.name, first.keys().collect::<Vec<_>>());
+        println!(
+            "operator pods on {}: {:?}",
+            backing.node.name,
+            first.keys().collect::<Vec<_>>()
+        );
 
         // Its RBAC: what the guide lists, and nothing outside it.
         let listed = guide.run("What the operator may do")?.join("\n");
-        assert!(listed.contains("lotusfollowerclusters.lotus-follower.io"), "{listed}");
+        assert!(
+            listed.contains("lotusfollowerclusters.lotus-follower.io"),
+            "{listed}"
+        );
         may_and_may_not(&bed, &operator_ns.name, &fleet_ns.name)?;
 
         guide.run("Apply a fleet")?;
         let watched = guide.run("Watch it")?;
-        assert!(watched[0].contains(FLEET), "kubectl get lfc: {}", watched[0]);
+        assert!(
+            watched[0].contains(FLEET),
+            "kubectl get lfc: {}",
+            watched[0]
+        );
         for condition in ["Ready=True", "FollowersReady=True", "IngesterReady=True"] {
-            assert!(watched[2].contains(condition), "{condition} not in {}", watched[2]);
+            assert!(
+                watched[2].contains(condition),
+                "{condition} not in {}",
+                watched[2]
+            );
         }
-        assert!(watched[3].contains("Applied"), "no Applied event: {}", watched[3]);
+        assert!(
+            watched[3].contains("Applied"),
+            "no Applied event: {}",
+            watched[3]
+        );
 
-        let answer: Value = serde_json::from_str(guide.run("Query it through its Service")?.last().map_or("", |s| s.as_str()))?;
+        let answer: Value = serde_json::from_str(
+            guide
+                .run("Query it through its Service")?
+                .last()
+                .map_or("", |s| s.as_str()),
+        )?;
         let height = answer["result"]["Height"].as_i64();
         assert!(height.is_some(), "ChainHead through the Service: {answer}");
         guide.forwards.clear();
@@ -181,42 +240,93 @@ async fn the_user_guide_works_as_written() -> anyhow::Result<()> {
         // Upgrade: changed values roll the operator's pods; the fleet scales.
         guide.run("Upgrade the operator and a fleet")?;
         let second = running_operator_pods(&operator_pods, &backing.node.name).await?;
-        assert!(first.keys().all(|name| !second.contains_key(name)), "not rolled: {first:?} → {second:?}");
-        assert!(second.values().all(|log_level| log_level == "debug"), "{second:?}");
-        println!("helm upgrade rolled the operator: {:?} → {:?}", first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+        assert!(
+            first.keys().all(|name| !second.contains_key(name)),
+            "not rolled: {first:?} → {second:?}"
+        );
+        assert!(
+            second.values().all(|log_level| log_level == "debug"),
+            "{second:?}"
+        );
+        println!(
+            "helm upgrade rolled the operator: {:?} → {:?}",
+            first.keys().collect::<Vec<_>>(),
+            second.keys().collect::<Vec<_>>()
+        );
 
         // Uninstall: the operator goes; the CRD, the fleet and its pods stay.
         let children = children_uids(&client, &fleet_ns.name).await?;
         let fleet_pods = pod_uids(&client, &fleet_ns.name).await?;
         guide.run("Uninstall")?;
         wait_until("the operator's Deployment gone", SETTLE, || async {
-            Ok(Check::when(deployments.get_opt(RELEASE).await?.is_none(), (), "present"))
+            Ok(Check::when(
+                deployments.get_opt(RELEASE).await?.is_none(),
+                (),
+                "present",
+            ))
         })
         .await?;
-        let crd = Api::<CustomResourceDefinition>::all(client.clone()).get("lotusfollowerclusters.lotus-follower.io").await?;
-        assert!(crd.metadata.deletion_timestamp.is_none(), "the CRD is being deleted");
+        let crd = Api::<CustomResourceDefinition>::all(client.clone())
+            .get("lotusfollowerclusters.lotus-follower.io")
+            .await?;
+        assert!(
+            crd.metadata.deletion_timestamp.is_none(),
+            "the CRD is being deleted"
+        );
         assert!(fleets.get_opt(FLEET).await?.is_some(), "the fleet is gone");
-        assert_eq!(children_uids(&client, &fleet_ns.name).await?, children, "the fleet's children changed");
+        assert_eq!(
+            children_uids(&client, &fleet_ns.name).await?,
+            children,
+            "the fleet's children changed"
+        );
 
         // Installing again adopts the fleet: same children, same pods, and the
         // new operator acts on a spec change.
         guide.run("Install the operator")?;
         fleets
-            .patch(FLEET, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"followers": {"replicas": 2}}})))
+            .patch(
+                FLEET,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"followers": {"replicas": 2}}})),
+            )
             .await?;
         wait_until("the adopted fleet scaled back to 2/2", SETTLE, || async {
             let status = fleets.get_status(FLEET).await?.status.unwrap_or_default();
-            Ok(Check::when(status.followers.as_deref() == Some("2/2"), (), format!("{:?}", status.followers)))
+            Ok(Check::when(
+                status.followers.as_deref() == Some("2/2"),
+                (),
+                format!("{:?}", status.followers),
+            ))
         })
         .await?;
-        assert_eq!(children_uids(&client, &fleet_ns.name).await?, children, "a reinstall recreated children");
+        assert_eq!(
+            children_uids(&client, &fleet_ns.name).await?,
+            children,
+            "a reinstall recreated children"
+        );
         let kept = pod_uids(&client, &fleet_ns.name).await?;
-        let restarted: Vec<_> = fleet_pods.iter().filter(|(name, _)| name.contains("ingester")).filter(|(name, uid)| kept.get(*name) != Some(uid)).collect();
-        assert!(restarted.is_empty(), "the reinstall restarted the ingester: {restarted:?}");
-        println!("reinstalled: the fleet's {} children kept their UIDs", children.len());
+        let restarted: Vec<_> = fleet_pods
+            .iter()
+            .filter(|(name, _)| name.contains("ingester"))
+            .filter(|(name, uid)| kept.get(*name) != Some(uid))
+            .collect();
+        assert!(
+            restarted.is_empty(),
+            "the reinstall restarted the ingester: {restarted:?}"
+        );
+        println!(
+            "reinstalled: the fleet's {} children kept their UIDs",
+            children.len()
+        );
 
         // Clean up: the release, the fleet, the namespaces, the keyspace and roles.
-        bed.helm(&["uninstall", RELEASE, "--namespace", &operator_ns.name, "--wait"])?;
+        bed.helm(&[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            &operator_ns.name,
+            "--wait",
+        ])?;
         fleets.delete(FLEET, &DeleteParams::foreground()).await?;
         drop(guide);
         operator_ns.delete().await?;
@@ -228,28 +338,60 @@ async fn the_user_guide_works_as_written() -> anyhow::Result<()> {
 
 /// The operator's pods, once the Deployment is rolled out and each runs on the
 /// real node from the operator's image and is Ready: name → its RUST_LOG.
-async fn running_operator_pods(pods: &Api<Pod>, node: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    wait_until("the operator's pods Running and Ready on the real node", SETTLE, || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/name={RELEASE}"))).await?;
-        let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        let ready = live.iter().filter(|pod| {
-            let spec = pod.spec.clone().unwrap_or_default();
-            let status = pod.status.clone().unwrap_or_default();
-            spec.node_name.as_deref() == Some(node)
-                && spec.containers[0].image.as_deref() == Some(OPERATOR_IMAGE)
-                && status.container_statuses.unwrap_or_default().iter().all(|c| c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some()))
-                && status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-        let ready: BTreeMap<String, String> = ready
-            .map(|pod| {
-                let level = pod.spec.as_ref().and_then(|s| s.containers[0].env.clone()).unwrap_or_default()
-                    .into_iter().find(|e| e.name == "RUST_LOG").and_then(|e| e.value).unwrap_or_default();
-                (pod.name_any(), level)
-            })
-            .collect();
-        let done = ready.len() == 2 && live.len() == 2;
-        Ok(Check::when(done, ready, format!("{} live pods", live.len())))
-    })
+async fn running_operator_pods(
+    pods: &Api<Pod>,
+    node: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    wait_until(
+        "the operator's pods Running and Ready on the real node",
+        SETTLE,
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={RELEASE}")))
+                .await?;
+            let live: Vec<&Pod> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            let ready = live.iter().filter(|pod| {
+                let spec = pod.spec.clone().unwrap_or_default();
+                let status = pod.status.clone().unwrap_or_default();
+                spec.node_name.as_deref() == Some(node)
+                    && spec.containers[0].image.as_deref() == Some(OPERATOR_IMAGE)
+                    && status
+                        .container_statuses
+                        .unwrap_or_default()
+                        .iter()
+                        .all(|c| c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                    && status
+                        .conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            let ready: BTreeMap<String, String> = ready
+                .map(|pod| {
+                    let level = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers[0].env.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find(|e| e.name == "RUST_LOG")
+                        .and_then(|e| e.value)
+                        .unwrap_or_default();
+                    (pod.name_any(), level)
+                })
+                .collect();
+            let done = ready.len() == 2 && live.len() == 2;
+            Ok(Check::when(
+                done,
+                ready,
+                format!("{} live pods", live.len()),
+            ))
+        },
+    )
     .await
     .map_err(Into::into)
 }
@@ -260,18 +402,58 @@ fn may_and_may_not(bed: &TestBed, operator_ns: &str, fleet_ns: &str) -> anyhow::
     let account = format!("system:serviceaccount:{operator_ns}:{RELEASE}");
     for (expected, verb, resource, namespace) in [
         (true, "patch", "deployments.apps", fleet_ns),
-        (true, "create", "rolebindings.rbac.authorization.k8s.io", fleet_ns),
-        (true, "bind", "clusterroles.rbac.authorization.k8s.io/lotus-follower-ingester", fleet_ns),
-        (true, "patch", "lotusfollowerclusters.lotus-follower.io --subresource=status", fleet_ns),
-        (true, "patch", "leases.coordination.k8s.io/lotus-follower-operator", operator_ns),
+        (
+            true,
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            fleet_ns,
+        ),
+        (
+            true,
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/lotus-follower-ingester",
+            fleet_ns,
+        ),
+        (
+            true,
+            "patch",
+            "lotusfollowerclusters.lotus-follower.io --subresource=status",
+            fleet_ns,
+        ),
+        (
+            true,
+            "patch",
+            "leases.coordination.k8s.io/lotus-follower-operator",
+            operator_ns,
+        ),
         (false, "create", "pods", fleet_ns),
         (false, "get", "secrets", fleet_ns),
         (false, "patch", "leases.coordination.k8s.io", "kube-system"),
-        (false, "update", "leases.coordination.k8s.io/minimal-ingester", fleet_ns),
-        (false, "patch", "leases.coordination.k8s.io/another", operator_ns),
+        (
+            false,
+            "update",
+            "leases.coordination.k8s.io/minimal-ingester",
+            fleet_ns,
+        ),
+        (
+            false,
+            "patch",
+            "leases.coordination.k8s.io/another",
+            operator_ns,
+        ),
         (false, "delete", "services", fleet_ns),
-        (false, "bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin", fleet_ns),
-        (false, "patch", "lotusfollowerclusters.lotus-follower.io", fleet_ns),
+        (
+            false,
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/cluster-admin",
+            fleet_ns,
+        ),
+        (
+            false,
+            "patch",
+            "lotusfollowerclusters.lotus-follower.io",
+            fleet_ns,
+        ),
         (false, "patch", "deployments.apps", "kube-system"),
         (false, "create", "roles.rbac.authorization.k8s.io", fleet_ns),
     ] {
@@ -281,20 +463,40 @@ fn may_and_may_not(bed: &TestBed, operator_ns: &str, fleet_ns: &str) -> anyhow::
         let ran = bed.command("kubectl", &args, None)?;
         let answer = ran.stdout.trim();
         println!("kubectl auth can-i {verb} {resource} --namespace {namespace}: {answer}");
-        assert_eq!(answer, if expected { "yes" } else { "no" }, "{verb} {resource} in {namespace}: {}", ran.stderr);
+        assert_eq!(
+            answer,
+            if expected { "yes" } else { "no" },
+            "{verb} {resource} in {namespace}: {}",
+            ran.stderr
+        );
     }
     Ok(())
 }
 
 /// The fleet's Deployments and Services: name → UID.
-async fn children_uids(client: &kube::Client, ns: &str) -> anyhow::Result<BTreeMap<String, String>> {
+async fn children_uids(
+    client: &kube::Client,
+    ns: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance={FLEET}"));
     let mut uids = BTreeMap::new();
-    for d in Api::<Deployment>::namespaced(client.clone(), ns).list(&selector).await? {
-        uids.insert(format!("deployment/{}", d.name_any()), d.uid().unwrap_or_default());
+    for d in Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&selector)
+        .await?
+    {
+        uids.insert(
+            format!("deployment/{}", d.name_any()),
+            d.uid().unwrap_or_default(),
+        );
     }
-    for s in Api::<Service>::namespaced(client.clone(), ns).list(&selector).await? {
-        uids.insert(format!("service/{}", s.name_any()), s.uid().unwrap_or_default());
+    for s in Api::<Service>::namespaced(client.clone(), ns)
+        .list(&selector)
+        .await?
+    {
+        uids.insert(
+            format!("service/{}", s.name_any()),
+            s.uid().unwrap_or_default(),
+        );
     }
     anyhow::ensure!(!uids.is_empty(), "the fleet has no children");
     Ok(uids)
@@ -325,6 +527,9 @@ fn every_guide_section_has_commands() -> anyhow::Result<()> {
         let commands = commands(section)?;
         println!("{section}: {commands:#?}");
     }
-    assert_eq!(commands("Install the operator")?[1], "helm install lotus-follower-operator charts/lotus-follower-operator --namespace lotus-follower-system --create-namespace");
+    assert_eq!(
+        commands("Install the operator")?[1],
+        "helm install lotus-follower-operator charts/lotus-follower-operator --namespace lotus-follower-system --create-namespace"
+    );
     Ok(())
 }

@@ -1,12 +1,13 @@
 //! The operator's library: the `LotusFollowerCluster` resource (`crd`), pure
 //! builders of its children (`build`), the reconcile pipeline (`reconcile`:
-//! observe, validate, apply, prune, status), and the process around it (`run`,
-//! `metrics`).
+//! observe, validate, apply, prune, status), `render` (the children printed
+//! for review), and the process around it (`run`, `metrics`).
 
 pub mod build;
 pub mod crd;
 pub mod metrics;
 pub mod reconcile;
+pub mod render;
 pub mod run;
 
 /// The CRD as `crdgen` prints it, and as `crds/` and the Helm chart hold it.
