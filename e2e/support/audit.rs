@@ -31,7 +31,8 @@ impl TestBed {
         Ok(std::fs::metadata(&self.audit_log)?.len())
     }
 
-    /// Every completed request the audit log records after `offset` bytes.
+    /// Every request the audit log records after `offset` bytes: completed
+    /// ones, and watches that started.
     pub fn audited_since(&self, offset: u64) -> anyhow::Result<Vec<AuditedRequest>> {
         let log = std::fs::read(&self.audit_log)?;
         let start = usize::try_from(offset)?.min(log.len());
@@ -41,7 +42,11 @@ impl TestBed {
             let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            if event["stage"] != "ResponseComplete" {
+            // A watch is logged when its response starts (it completes only when
+            // the watcher stops); everything else once complete.
+            let complete = event["stage"] == "ResponseComplete";
+            let watching = event["stage"] == "ResponseStarted" && event["verb"] == "watch";
+            if !(complete || watching) {
                 continue;
             }
             let object = &event["objectRef"];

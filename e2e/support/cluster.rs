@@ -95,24 +95,6 @@ pub async fn install_crd(client: &Client, crd: &CustomResourceDefinition) -> any
     Ok(())
 }
 
-/// The Prometheus Operator's ServiceMonitor kind with its schema left open:
-/// what builds or renders a ServiceMonitor only needs the API server to serve it.
-pub async fn install_service_monitor_crd(client: &Client) -> anyhow::Result<()> {
-    let crd = serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList", "plural": "servicemonitors", "singular": "servicemonitor"},
-            "scope": "Namespaced",
-            "versions": [{"name": "v1", "served": true, "storage": true,
-                          "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-        },
-    });
-    install_crd(client, &serde_json::from_value(crd)?).await
-}
-
 /// A namespace of one test's own. It is deleted by [`TestNamespace::delete`] when
 /// the test passes and kept for inspection when it fails (`e2e/testbed down`
 /// discards the whole cluster).

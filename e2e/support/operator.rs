@@ -49,7 +49,9 @@ impl std::fmt::Debug for TestOperator {
     }
 }
 
-fn rbac_documents() -> anyhow::Result<Vec<Value>> {
+/// The shipped RBAC documents (`manifests/install.yaml`'s RBAC: the chart's
+/// with its default values), as JSON.
+pub fn shipped_rbac() -> anyhow::Result<Vec<Value>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/install.yaml");
     let text = std::fs::read_to_string(&path)?;
     let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
@@ -87,7 +89,7 @@ async fn install_rbac(
 ) -> anyhow::Result<String> {
     let apply = PatchParams::apply("lotus-follower-e2e").force();
     let binding = format!("{OPERATOR}-{}-{identity}", ns.name);
-    for mut document in rbac_documents()? {
+    for mut document in shipped_rbac()? {
         let kind = document["kind"].as_str().unwrap_or_default().to_owned();
         if document["metadata"].get("namespace").is_some() {
             document["metadata"]["namespace"] = ns.name.clone().into();

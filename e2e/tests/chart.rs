@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use lotus_follower_e2e::{TestBed, TestNamespace, install_service_monitor_crd};
+use lotus_follower_e2e::{TestBed, TestNamespace, install_crds};
 use prometheus::core::Collector;
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ async fn the_rendered_chart_is_accepted_by_the_api_server() -> anyhow::Result<()
     bed.run(async {
         let client = bed.kube_client().await?;
         // The every-option values enable a ServiceMonitor.
-        install_service_monitor_crd(&client).await?;
+        install_crds(&client).await?;
         let release_ns = TestNamespace::create(&client, "chart-dry-run").await?;
         let watched = TestNamespace::create(&client, "chart-dry-run-watched").await?;
         let watch = format!(

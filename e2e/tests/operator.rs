@@ -11,16 +11,16 @@ use k8s_openapi::api::{
     core::v1::Service, events::v1::Event,
 };
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api,
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use lotus_follower_e2e::{
-    Check, OPERATOR, TestBed, TestNamespace, TestOperator, install_crd,
-    install_service_monitor_crd, wait_until,
+    Check, OPERATOR, TestBed, TestNamespace, TestOperator, condition, install_crds, publish_head,
+    wait_for_phase, wait_until,
 };
 use lotus_follower_operator::{
     build::monitoring::service_monitor_resource,
-    crd::{LotusFollowerCluster, LotusFollowerClusterStatus},
+    crd::LotusFollowerCluster,
     reconcile::{
         apply::FIELD_MANAGER,
         rollout::{HANDOVER_FIELD_MANAGER, owns_replicas},
@@ -30,34 +30,6 @@ use serde_json::{Value, json};
 
 /// Short, so the zero-write check sees several resyncs in seconds.
 const RESYNC: Duration = Duration::from_secs(2);
-
-fn condition(status: &LotusFollowerClusterStatus, type_: &str) -> Option<(String, String)> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
-}
-
-async fn wait_for_phase(
-    clusters: &Api<LotusFollowerCluster>,
-    name: &str,
-    phase: &str,
-    followers: &str,
-) -> anyhow::Result<LotusFollowerClusterStatus> {
-    Ok(wait_until(
-        &format!("{name} to be {phase} with {followers} followers"),
-        Duration::from_secs(90),
-        || async {
-            let status = clusters.get_status(name).await?.status.unwrap_or_default();
-            let seen = format!("{:?} {:?}", status.phase, status.followers);
-            let done = status.phase.as_deref() == Some(phase)
-                && status.followers.as_deref() == Some(followers);
-            Ok(Check::when(done, status, seen))
-        },
-    )
-    .await?)
-}
 
 fn kubectl(bed: &TestBed, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new("kubectl")
@@ -73,32 +45,6 @@ fn kubectl(bed: &TestBed, args: &[&str]) -> anyhow::Result<String> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(String::from_utf8(output.stdout)?)
-}
-
-/// The ingester's ServiceAccount reports a recent head, a synced leader and a
-/// reachable store on its Lease (its Role suffices for exactly that).
-async fn publish_head(
-    ingester: &Client,
-    ns: &TestNamespace,
-    lease: &str,
-    height: i64,
-) -> anyhow::Result<()> {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let patch = json!({
-        "metadata": {"annotations": {
-            "lotus-follower.io/head-height": height.to_string(),
-            "lotus-follower.io/head-time": now.to_string(),
-            "lotus-follower.io/leader": "ok",
-            "lotus-follower.io/store": "ok",
-        }},
-        // MicroTime's own serialization: the API server wants exactly microseconds.
-        "spec": {"holderIdentity": "ingester-0", "leaseDurationSeconds": 30,
-                 "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)},
-    });
-    Api::<Lease>::namespaced(ingester.clone(), &ns.name)
-        .patch(lease, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,13 +196,6 @@ async fn the_minimal_resource_becomes_a_running_fleet() -> anyhow::Result<()> {
         ns.delete().await
     })
     .await
-}
-
-/// The resource's CRD, and the Prometheus Operator's ServiceMonitor kind (in
-/// every test, since it changes what every operator builds).
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    install_crd(client, &LotusFollowerCluster::crd()).await?;
-    install_service_monitor_crd(client).await
 }
 
 /// Images of the ingester's and the followers' pod templates.

@@ -8,11 +8,9 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use kube::CustomResourceExt;
 use kube::api::PostParams;
 use lotus_follower_e2e::{
-    Check, TestBed, TestNamespace, TestOperator, install_crd, install_service_monitor_crd,
-    repo_root, wait_until,
+    Check, TestBed, TestNamespace, TestOperator, install_crds, repo_root, wait_until,
 };
 use lotus_follower_operator::{
     build::Environment,
@@ -32,8 +30,7 @@ async fn render_prints_what_the_operator_creates_for_every_example() -> anyhow::
     let bed = TestBed::from_env()?;
     bed.run(async {
         let client = bed.kube_client().await?;
-        install_crd(&client, &LotusFollowerCluster::crd()).await?;
-        install_service_monitor_crd(&client).await?;
+        install_crds(&client).await?;
         let ns = TestNamespace::create(&client, "render").await?;
         let operator = TestOperator::start(&bed, &client, &ns, "render", Duration::from_secs(30)).await?;
         let clusters = ns.api::<LotusFollowerCluster>();

@@ -448,3 +448,64 @@ async fn controller(
         "controller stopped"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        api::coordination::v1::LeaseSpec, apimachinery::pkg::apis::meta::v1::MicroTime,
+        jiff::Timestamp,
+    };
+    use kube::api::ObjectMeta;
+    use lotus_follower_interfaces::lease::{HEAD_HEIGHT, STORE};
+
+    use super::*;
+
+    fn lease(holder: &str, renewed: Timestamp, annotations: &[(&str, &str)]) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(renewed)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_renewal_wakes_nothing_a_report_or_a_new_holder_does() {
+        let now = Timestamp::now();
+        let later = now + k8s_openapi::jiff::SignedDuration::from_secs(10);
+        let report = [
+            (HEAD_HEIGHT, "10"),
+            (STORE, "ok"),
+            ("other/annotation", "a"),
+        ];
+        let base = lease_report(&lease("a", now, &report));
+        assert_eq!(base, lease_report(&lease("a", later, &report)), "a renewal");
+        let unrelated = [
+            (HEAD_HEIGHT, "10"),
+            (STORE, "ok"),
+            ("other/annotation", "b"),
+        ];
+        assert_eq!(base, lease_report(&lease("a", now, &unrelated)));
+        let moved = [
+            (HEAD_HEIGHT, "11"),
+            (STORE, "ok"),
+            ("other/annotation", "a"),
+        ];
+        assert_ne!(base, lease_report(&lease("a", now, &moved)), "a new head");
+        assert_ne!(
+            base,
+            lease_report(&lease("b", now, &report)),
+            "a new holder"
+        );
+    }
+}
