@@ -1,6 +1,12 @@
-{{/* The release's full name: the release name, with the chart's appended unless it already contains it. */}}
+{{/*
+The release's full name, which names every object (and the operator's
+ClusterRole, so releases never share one): fullnameOverride, or the release
+name with the chart's appended unless it already contains it.
+*/}}
 {{- define "lfo.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
