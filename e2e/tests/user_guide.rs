@@ -191,7 +191,13 @@ async fn the_user_guide_works_as_written() -> anyhow::Result<()> {
         let fleets = Api::<LotusFollowerCluster>::namespaced(client.clone(), &fleet_ns.name);
 
         // Install: the operator's pods run for real on the real node, from its image.
-        guide.run("Install the operator")?;
+        let installed = guide.run("Install the operator")?;
+        // NOTES.txt tells what to apply next.
+        assert!(
+            installed[1].contains("manifests/examples/minimal.yaml"),
+            "helm install printed: {}",
+            installed[1]
+        );
         let first = running_operator_pods(&operator_pods, &backing.node.name).await?;
         println!(
             "operator pods on {}: {:?}",
