@@ -7,7 +7,9 @@
 //! the test bed; nothing here ever skips.
 
 mod audit;
+mod backing;
 mod cluster;
+mod commands;
 mod cql;
 mod env;
 mod fleet;
@@ -20,7 +22,9 @@ mod proxy;
 mod wait;
 
 pub use audit::AuditedRequest;
+pub use backing::{Backing, RealNode};
 pub use cluster::{TestNamespace, install_crd};
+pub use commands::{Ran, repo_root};
 pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
 pub use fleet::{condition, install_crds, publish_head, service_monitor_crd, wait_for_phase};

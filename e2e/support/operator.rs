@@ -1,7 +1,8 @@
 //! The operator under test: run in-process (`run_until`, the binary's own code
 //! path) as its own ServiceAccount, whose only permissions are the shipped
-//! `manifests/operator/rbac.yaml` (ServiceAccount and election Role in the
-//! test's namespace, the ClusterRole bound by a binding of the instance's own).
+//! RBAC of `manifests/install.yaml`, the chart rendered with its defaults
+//! (ServiceAccount and election Role in the test's namespace, the ClusterRoles
+//! as they are, the operator's bound by a binding of the instance's own).
 //! Every request it makes is authorized (and audited) as it would be in a cluster.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -48,17 +49,34 @@ impl std::fmt::Debug for TestOperator {
     }
 }
 
-/// The shipped RBAC documents, as JSON.
+/// The shipped RBAC documents (`manifests/install.yaml`'s RBAC: the chart's
+/// with its default values), as JSON.
 pub fn shipped_rbac() -> anyhow::Result<Vec<Value>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/operator/rbac.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/install.yaml");
     let text = std::fs::read_to_string(&path)?;
-    serde_yaml::Deserializer::from_str(&text)
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
         .map(|document| {
-            Ok(serde_json::to_value(serde_yaml::Value::deserialize(
+            Ok::<_, anyhow::Error>(serde_json::to_value(serde_yaml::Value::deserialize(
                 document,
             )?)?)
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // The RBAC only: not the namespace, the CRD or the operator's workload.
+    Ok(documents
+        .into_iter()
+        .filter(|document| {
+            matches!(
+                document["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                        | "Role"
+                        | "RoleBinding"
+                )
+            )
+        })
+        .collect())
 }
 
 /// Re-homes the shipped RBAC into `ns`: the ServiceAccount and the election
@@ -116,7 +134,7 @@ pub async fn install_operator_rbac(
                     .patch(&name, &apply, &Patch::Apply(&object))
                     .await?;
             }
-            other => anyhow::bail!("unexpected kind {other} in manifests/operator/rbac.yaml"),
+            other => anyhow::bail!("unexpected kind {other} in manifests/install.yaml"),
         }
     }
     Ok(binding)

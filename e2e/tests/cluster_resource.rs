@@ -267,9 +267,10 @@ async fn the_example_manifests_are_accepted() -> anyhow::Result<()> {
     .await
 }
 
-/// `kubectl apply -f crds/ -f manifests/operator/`, as the README says: every
-/// object is accepted, and the namespace's `restricted` Pod Security admits the
-/// operator's pods (kwok makes them Ready; no operator process runs in them).
+/// `kubectl apply --server-side -f manifests/install.yaml`, as the README says:
+/// every object is accepted, and the namespace's `restricted` Pod Security
+/// admits the operator's pods (kwok makes them Ready; no operator process runs
+/// in them).
 #[tokio::test]
 async fn the_install_manifests_are_accepted() -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
@@ -279,9 +280,7 @@ async fn the_install_manifests_are_accepted() -> anyhow::Result<()> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let output = std::process::Command::new("kubectl")
             .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(root.join("crds"))
-            .arg("-f")
-            .arg(root.join("manifests/operator"))
+            .arg(root.join("manifests/install.yaml"))
             .env("KUBECONFIG", &bed.kubeconfig)
             .output()?;
         println!("{}", String::from_utf8_lossy(&output.stdout));

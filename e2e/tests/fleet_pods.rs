@@ -1,5 +1,5 @@
 //! The whole fleet as real pods on the test bed's real node, as a user runs it
-//! (`e2e/testbed demo`): the operator from the repository's manifests, a devnet
+//! (`e2e/testbed demo`): the operator installed with its Helm chart, a devnet
 //! leader pod, the test bed's Cassandra behind a Service, and a
 //! `LotusFollowerCluster` whose ingester and followers run exactly what the
 //! operator generated. Traffic goes through the fleet's `<name>-rpc` Service.

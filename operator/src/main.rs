@@ -1,5 +1,6 @@
 //! `lotus-follower-operator`: reconciles `LotusFollowerCluster` resources into a
-//! follower fleet (DESIGN.md, "Operator"). `crdgen` prints the CRD.
+//! follower fleet (DESIGN.md, "Operator"). `crdgen` prints the CRD, `render` a
+//! resource's children.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -27,9 +28,30 @@ enum Command {
     Run(RunArgs),
     /// Print the LotusFollowerCluster CustomResourceDefinition as YAML.
     Crdgen,
+    /// Print the children the operator would create for the LotusFollowerClusters
+    /// in a file, as YAML (like `helm template`): for review and GitOps.
+    Render(RenderArgs),
     /// Print the images this release runs, one `<component>=<image>` a line
     /// (`follower` for followers, ingester and devnet; `operator`).
     Images,
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// The resource(s), one YAML stream (`-` for standard input); other kinds
+    /// in it are skipped.
+    #[arg(short = 'f', long = "filename")]
+    file: std::path::PathBuf,
+    /// The namespace of a resource that names none (default: `default`).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// The operator's namespace, whose pods the fleet's NetworkPolicies let
+    /// scrape its metrics (the operator uses its election namespace).
+    #[arg(long)]
+    operator_namespace: Option<String>,
+    /// Render as for a cluster serving the Prometheus Operator's ServiceMonitor kind.
+    #[arg(long)]
+    service_monitors: bool,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +104,26 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Crdgen) => {
             print!("{}", lotus_follower_operator::crd_yaml()?);
+            return Ok(());
+        }
+        Some(Command::Render(args)) => {
+            let yaml = if args.file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&args.file)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
+            };
+            let options = lotus_follower_operator::render::RenderOptions {
+                namespace: args.namespace,
+                environment: lotus_follower_operator::build::Environment {
+                    operator_namespace: args.operator_namespace,
+                    service_monitors: args.service_monitors,
+                },
+            };
+            print!(
+                "{}",
+                lotus_follower_operator::render::render(&yaml, &options)?
+            );
             return Ok(());
         }
         Some(Command::Images) => {

@@ -1,14 +1,15 @@
 # Sourced by e2e/testbed: `demo`, the whole fleet as pods on the real node.
 #
-# The operator from the repository's manifests (crds/, manifests/operator/) as a
-# pod of its image; a devnet leader pod; the test bed's Cassandra behind a
-# Service; a LotusFollowerCluster whose ingester and followers are pods started
+# The operator installed with its Helm chart (charts/lotus-follower-operator) as
+# pods of its image, in the demo's namespace and watching only it; a devnet
+# leader pod; the test bed's Cassandra behind a Service (backing.yaml); a
+# LotusFollowerCluster (fleet.yaml) whose ingester and followers are pods started
 # with exactly what the operator generated. Its RPC Service is port-forwarded to
 # the host until `e2e/testbed down`.
 
 readonly DEMO_NAMESPACE=lotus-follower-demo DEMO_KEYSPACE=lotus_demo DEMO_RESOURCE=demo
 readonly DEMO_INGESTER_ROLE=lotus_demo_ingester DEMO_FOLLOWER_ROLE=lotus_demo_follower
-readonly OPERATOR_NAMESPACE=lotus-follower-system
+readonly DEMO_RELEASE=lotus-follower-operator
 
 base64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
@@ -54,26 +55,20 @@ cmd_demo() {
   demo_cql "GRANT SELECT ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_INGESTER_ROLE"
   demo_cql "GRANT SELECT ON KEYSPACE $DEMO_KEYSPACE TO $DEMO_FOLLOWER_ROLE"
 
-  # The operator, from the repository's manifests, on the real node.
-  log "demo: installing the operator from crds/ and manifests/operator/"
-  kubectl_admin apply --server-side -f "$REPO_DIR/crds/" -f "$REPO_DIR/manifests/operator/" >"$LOGS/demo.log"
-  kubectl_admin patch deployment lotus-follower-operator --namespace "$OPERATOR_NAMESPACE" --type strategic \
-    -p "$(demo_placement_patch)" >>"$LOGS/demo.log"
+  log "demo: the operator (Helm release $DEMO_RELEASE), the leader, the database's Service and the fleet in namespace $DEMO_NAMESPACE"
+  kubectl_admin create namespace "$DEMO_NAMESPACE" >"$LOGS/demo.log"
+  KUBECONFIG=$ADMIN_KUBECONFIG PATH=$K8S_DIR/bin:$PATH \
+    "$REPO_DIR/charts/adopt-cluster-objects.sh" "$DEMO_RELEASE" "$DEMO_NAMESPACE" >>"$LOGS/demo.log"
+  "$HELM_DIR/bin/helm" --kubeconfig "$ADMIN_KUBECONFIG" install "$DEMO_RELEASE" "$REPO_DIR/charts/lotus-follower-operator" \
+    --namespace "$DEMO_NAMESPACE" --values <(demo_fill "$TOOLS/demo/operator-values.yaml") >>"$LOGS/demo.log" ||
+    component_failed demo "helm install of the operator failed"
   kubectl_admin wait crd/lotusfollowerclusters.lotus-follower.io --for condition=Established --timeout 30s >>"$LOGS/demo.log"
-
-  log "demo: the leader, the database's Service and the fleet in namespace $DEMO_NAMESPACE"
-  kubectl_admin create namespace "$DEMO_NAMESPACE" >>"$LOGS/demo.log"
-  sed -e "s#@NAMESPACE@#$DEMO_NAMESPACE#g" -e "s#@KEYSPACE@#$DEMO_KEYSPACE#g" \
-    -e "s#@INGESTER_ROLE@#$DEMO_INGESTER_ROLE#g" -e "s#@INGESTER_PASSWORD@#$ingester_password#g" \
-    -e "s#@FOLLOWER_ROLE@#$DEMO_FOLLOWER_ROLE#g" -e "s#@FOLLOWER_PASSWORD@#$follower_password#g" \
-    -e "s#@API_SECRET@#$api_secret#g" -e "s#@READ_TOKEN@#$(lotus_token "$api_key" '["read"]')#g" \
-    -e "s#@NODE_IP@#$NODE_IP#g" -e "s#@NODE_NAME@#$NODE_NAME#g" -e "s#@NODE_TAINT@#$NODE_TAINT#g" \
-    -e "s#@FOLLOWER_IMAGE@#$follower_image#g" "$TOOLS/demo/fleet.yaml" |
+  { demo_fill "$TOOLS/demo/backing.yaml"; echo ---; demo_fill "$TOOLS/demo/fleet.yaml"; } |
     kubectl_admin apply --namespace "$DEMO_NAMESPACE" -f - >>"$LOGS/demo.log" ||
     component_failed demo "the demo's objects were refused"
 
-  wait_for kube-apiserver 120 "the operator Available" kubectl_admin wait deployment/lotus-follower-operator \
-    --namespace "$OPERATOR_NAMESPACE" --for condition=Available --timeout 2s
+  wait_for kube-apiserver 120 "the operator Available" kubectl_admin wait "deployment/$DEMO_RELEASE" \
+    --namespace "$DEMO_NAMESPACE" --for condition=Available --timeout 2s
   wait_for kube-apiserver 180 "the demo fleet Ready" kubectl_admin wait "lfc/$DEMO_RESOURCE" \
     --namespace "$DEMO_NAMESPACE" --for condition=Ready --timeout 2s
 
@@ -92,15 +87,12 @@ export LOTUS_FOLLOWER_DEMO_LEADER_SERVICE='leader'
 EOF
 }
 
-# The manifests' operator Deployment runs anywhere and watches every namespace.
-# On this test bed only the real node runs containers, and other tests run
-# operators of their own in their own namespaces: this one keeps to the demo's.
-demo_placement_patch() {
-  cat <<EOF
-{"spec": {"template": {"spec": {
-  "nodeSelector": {"kubernetes.io/hostname": "$NODE_NAME"},
-  "tolerations": [{"key": "$NODE_TAINT", "operator": "Exists", "effect": "NoSchedule"}],
-  "containers": [{"name": "operator",
-    "env": [{"name": "LOTUS_FOLLOWER_OPERATOR_NAMESPACE", "value": "$DEMO_NAMESPACE"}]}]}}}}
-EOF
+# A demo file with its @…@ filled in (the variables are cmd_demo's locals).
+demo_fill() {
+  sed -e "s#@NAMESPACE@#$DEMO_NAMESPACE#g" -e "s#@KEYSPACE@#$DEMO_KEYSPACE#g" \
+    -e "s#@INGESTER_ROLE@#$DEMO_INGESTER_ROLE#g" -e "s#@INGESTER_PASSWORD@#$ingester_password#g" \
+    -e "s#@FOLLOWER_ROLE@#$DEMO_FOLLOWER_ROLE#g" -e "s#@FOLLOWER_PASSWORD@#$follower_password#g" \
+    -e "s#@API_SECRET@#$api_secret#g" -e "s#@READ_TOKEN@#$(lotus_token "$api_key" '["read"]')#g" \
+    -e "s#@NODE_IP@#$NODE_IP#g" -e "s#@NODE_NAME@#$NODE_NAME#g" -e "s#@NODE_TAINT@#$NODE_TAINT#g" \
+    -e "s#@FOLLOWER_IMAGE@#$follower_image#g" "$1"
 }

@@ -127,12 +127,28 @@ mod tests {
 
     #[test]
     fn the_install_manifests_run_this_releases_operator_image() {
-        let manifest = include_str!("../../../manifests/operator/deployment.yaml");
+        let manifest = include_str!("../../../manifests/install.yaml");
         let images: Vec<&str> = manifest
             .lines()
             .filter_map(|line| line.trim().strip_prefix("image: "))
+            .map(|image| image.trim_matches('"'))
             .collect();
         assert_eq!(images, [OPERATOR_IMAGE]);
+        // The chart's image tag defaults to its appVersion: this release's.
+        let chart = include_str!("../../../charts/lotus-follower-operator/Chart.yaml");
+        let app_version = chart
+            .lines()
+            .find_map(|line| line.strip_prefix("appVersion: "))
+            .map(|version| version.trim_matches('"'));
+        assert_eq!(app_version, Some(env!("CARGO_PKG_VERSION")));
+        let values = include_str!("../../../charts/lotus-follower-operator/values.yaml");
+        let repository = values
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("repository: "));
+        assert_eq!(
+            repository.map(|r| format!("{r}:{}", env!("CARGO_PKG_VERSION"))),
+            Some(OPERATOR_IMAGE.to_owned())
+        );
     }
 
     #[test]
