@@ -374,7 +374,24 @@ async fn main() -> anyhow::Result<()> {
     report.ratio = report.operator_apply_seconds / report.kubectl_apply_seconds;
     report.rss_burst_peak_mib = peak.max(operator.rss()?.1);
 
-    // Settled (statuses written), a full resync round writes nothing.
+    // Every fleet's ingester holds its Lease (a long one: it must not expire
+    // within the run, which would rightly change the status). Then, settled,
+    // a full resync round writes nothing.
+    let leases = ns.api::<Lease>();
+    let renew = |holder: bool| {
+        let mut spec = json!({"renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())});
+        if holder {
+            spec["holderIdentity"] = "ingester".into();
+            spec["leaseDurationSeconds"] = 3600.into();
+        }
+        json!({"spec": spec})
+    };
+    for name in &names {
+        let patch = Patch::Merge(renew(true));
+        leases
+            .patch(&format!("{name}-ingester"), &PatchParams::default(), &patch)
+            .await?;
+    }
     tokio::time::sleep(Duration::from_secs(args.resync_seconds + 5)).await;
     let user = format!("system:serviceaccount:{}:{OPERATOR}", ns.name);
     let operator_writes = |offset: u64| -> anyhow::Result<usize> {
@@ -402,16 +419,11 @@ async fn main() -> anyhow::Result<()> {
     let reconciles = operator
         .metric("lotus_follower_operator_reconciles_total")
         .await?;
-    let leases = ns.api::<Lease>();
     for _ in 0..3 {
         for name in &names {
-            let renew = json!({"spec": {"holderIdentity": "ingester", "leaseDurationSeconds": 30, "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now())}});
+            let patch = Patch::Merge(renew(false));
             leases
-                .patch(
-                    &format!("{name}-ingester"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&renew),
-                )
+                .patch(&format!("{name}-ingester"), &PatchParams::default(), &patch)
                 .await?;
             report.renewals += 1;
         }

@@ -378,8 +378,10 @@ async fn spec_changes_converge() -> anyhow::Result<()> {
 }
 
 /// Fleets that exist when the operator starts (a restart, a failover) are all
-/// reconciled, and the operator still stops on request: every reconcile that
-/// starts before the caches have listed waits for them, not only the last.
+/// reconciled, and the operator still stops on request. More fleets than the
+/// operator runs reconciles at once: a reconcile that waited for the caches
+/// would hold its slot, and with every slot held the controller stops polling
+/// the watches that fill them (and a store's readiness wakes only one waiter).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleets_present_at_start_are_all_reconciled() -> anyhow::Result<()> {
     let bed = TestBed::from_env()?;
@@ -388,8 +390,8 @@ async fn fleets_present_at_start_are_all_reconciled() -> anyhow::Result<()> {
         install_crds(&client).await?;
         let ns = TestNamespace::create(&client, "operator-start").await?;
         let clusters = ns.api::<LotusFollowerCluster>();
-        let names = ["one", "two", "three", "four"];
-        for name in names {
+        let names: Vec<String> = (0..20).map(|i| format!("fleet-{i:02}")).collect();
+        for name in &names {
             let fleet = json!({
                 "apiVersion": "lotus-follower.io/v1alpha1",
                 "kind": "LotusFollowerCluster",
@@ -404,7 +406,7 @@ async fn fleets_present_at_start_are_all_reconciled() -> anyhow::Result<()> {
             clusters.create(&PostParams::default(), &serde_json::from_value(fleet)?).await?;
         }
         let operator = TestOperator::start(&bed, &client, &ns, "operator-a", RESYNC).await?;
-        for name in names {
+        for name in &names {
             wait_for_phase(&clusters, name, "Syncing", "1/1").await?;
         }
         println!("all {} fleets present at start reconciled to Syncing", names.len());

@@ -422,7 +422,7 @@ async fn controller(
             network_policies,
             service_monitors,
         },
-        caches_ready: tokio::sync::OnceCell::new(),
+        caches_ready: std::sync::OnceLock::new(),
         status_written: std::sync::Mutex::new(HashMap::new()),
     };
     tracing::info!(

@@ -21,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::FutureExt;
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
@@ -51,6 +52,8 @@ use crate::{
     metrics::Metrics,
 };
 
+/// How soon a reconcile that found the caches not yet listed looks again.
+const CACHES_RETRY: Duration = Duration::from_millis(200);
 /// Status is rewritten at most this often when only the head height moved.
 const STATUS_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -60,8 +63,6 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the resource has no namespace")]
     NoNamespace,
-    #[error("the controller's caches stopped")]
-    CachesStopped,
 }
 
 /// What every reconcile of one controller shares.
@@ -75,9 +76,23 @@ pub struct Context {
     pub environment: Environment,
     pub caches: Caches,
     /// Set once every cache has listed (see [`Caches::ready`]).
-    pub caches_ready: tokio::sync::OnceCell<()>,
+    pub caches_ready: std::sync::OnceLock<()>,
     /// When each cluster's status was last written (by UID): the rate limit.
     pub status_written: Mutex<HashMap<String, Instant>>,
+}
+
+impl Context {
+    /// Whether every cache has listed, without waiting.
+    fn caches_ready(&self) -> bool {
+        if self.caches_ready.get().is_some() {
+            return true;
+        }
+        let ready = matches!(self.caches.ready().now_or_never(), Some(Ok(())));
+        if ready {
+            let _ = self.caches_ready.set(());
+        }
+        ready
+    }
 }
 
 impl Debug for Context {
@@ -117,7 +132,12 @@ async fn reconcile_once(cluster: &LotusFollowerCluster, ctx: &Context) -> Result
         return Ok(Action::await_change());
     }
     let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
-    ctx.caches.ready().await.map_err(|_| Error::CachesStopped)?;
+    if !ctx.caches_ready() {
+        // Not listed yet: look again shortly. Waiting here would hold one of
+        // the controller's reconcile slots, and with every slot held it stops
+        // polling the very watches that fill the caches.
+        return Ok(Action::requeue(CACHES_RETRY));
+    }
     let observed = observe::observe(&ctx.caches, cluster);
     let problems = validate::validate(cluster);
     let mut pass = Pass {

@@ -53,7 +53,8 @@ impl std::fmt::Debug for Caches {
 impl Caches {
     /// Resolves once every cache holds its first full list: before that, an
     /// absent child may only be not listed yet, and applying it would be a
-    /// needless write on every operator start.
+    /// needless write on every operator start. (A store's readiness wakes only
+    /// the last task that polled it: reconciles poll this without waiting.)
     pub async fn ready(&self) -> Result<(), WriterDropped> {
         futures::try_join!(
             self.service_accounts.wait_until_ready(),
