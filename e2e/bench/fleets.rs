@@ -216,6 +216,37 @@ impl OperatorProcess {
     }
 }
 
+/// Waits until every fleet's workloads are Ready (kwok takes a while for
+/// hundreds of pods, and each step is a real status change) and the operator
+/// has written nothing for ten seconds.
+async fn settle(operator: &OperatorProcess, ns: &TestNamespace) -> anyhow::Result<()> {
+    let clusters = ns.api::<LotusFollowerCluster>();
+    let started = Instant::now();
+    let (mut writes, mut quiet_since) = (-1.0, Instant::now());
+    loop {
+        let now = operator
+            .metric("lotus_follower_operator_writes_total")
+            .await?;
+        if now != writes {
+            (writes, quiet_since) = (now, Instant::now());
+        }
+        let ready = clusters
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .all(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Syncing"));
+        if ready && quiet_since.elapsed() >= Duration::from_secs(10) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the fleets did not settle in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// A kubeconfig logging in as the operator's ServiceAccount of `ns`.
 async fn service_account_kubeconfig(
     bed: &TestBed,
@@ -392,7 +423,7 @@ async fn main() -> anyhow::Result<()> {
             .patch(&format!("{name}-ingester"), &PatchParams::default(), &patch)
             .await?;
     }
-    tokio::time::sleep(Duration::from_secs(args.resync_seconds + 5)).await;
+    settle(&operator, &ns).await?;
     let user = format!("system:serviceaccount:{}:{OPERATOR}", ns.name);
     let operator_writes = |offset: u64| -> anyhow::Result<usize> {
         Ok(bed
