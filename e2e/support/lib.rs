@@ -8,6 +8,7 @@
 
 mod audit;
 mod cluster;
+mod completeness;
 mod cql;
 mod env;
 mod host;
@@ -20,6 +21,7 @@ mod wait;
 
 pub use audit::AuditedWrite;
 pub use cluster::{TestNamespace, install_crd};
+pub use completeness::holes;
 pub use cql::{TestKeyspace, TestRole};
 pub use env::{TestBed, TestBedError};
 pub use host::{PortForward, curl, rpc};

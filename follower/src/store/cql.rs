@@ -100,6 +100,9 @@ pub fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>
 
 pub struct CqlStore {
     session: Arc<CachingSession>,
+    /// Fault injection for tests: fails row writes into `blocks` below the
+    /// [`Store`] trait, as a database failing mid-batch would.
+    fault: Arc<WriteFault>,
     /// `None` only while dropping: the runtime is shut down in the background,
     /// since a store may be dropped inside another runtime.
     runtime: Option<tokio::runtime::Runtime>,
@@ -185,9 +188,23 @@ impl CqlStore {
         })?;
         Ok(Self {
             session: Arc::new(CachingSession::from(session, 64)),
+            fault: Arc::default(),
             runtime: Some(runtime),
             keyspace: options.keyspace.clone(),
         })
+    }
+
+    /// Fails one row write into the `blocks` table (complete blocks): the one
+    /// after the next `rows`, as a database would that fails one INSERT of a
+    /// batch while the others succeed. Below the [`Store`] trait, for
+    /// fault-injection tests; [`Self::heal`] disarms it.
+    pub fn fail_one_block_write_after(&self, rows: u64) {
+        self.fault.arm(rows);
+    }
+
+    /// Disarms an injected fault.
+    pub fn heal(&self) {
+        self.fault.disarm();
     }
 
     /// Runs a query future on the store's runtime and waits for it.
@@ -231,6 +248,51 @@ impl CqlStore {
     }
 }
 
+/// An injected write fault: how many `blocks` rows pass before one fails,
+/// `u64::MAX` when none is armed.
+#[derive(Debug)]
+struct WriteFault {
+    countdown: std::sync::atomic::AtomicU64,
+}
+
+impl Default for WriteFault {
+    fn default() -> Self {
+        Self {
+            countdown: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl WriteFault {
+    fn arm(&self, rows: u64) {
+        self.countdown
+            .store(rows.min(u64::MAX - 1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.countdown
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fails the armed row as a timed-out INSERT does: only after a while,
+    /// with the rows sent meanwhile going through.
+    async fn admit(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let before = self
+            .countdown
+            .fetch_update(SeqCst, SeqCst, |left| match left {
+                u64::MAX => None,
+                0 => Some(u64::MAX),
+                left => Some(left - 1),
+            });
+        if before != Ok(0) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(backend("injected write fault: the INSERT timed out"))
+    }
+}
+
 /// A block's chunks, joined. A block is there once every chunk is: a reader
 /// racing the writer sees it absent, never cut short.
 async fn fetch_block(
@@ -265,6 +327,7 @@ async fn fetch_block(
 
 async fn write_block(
     session: &CachingSession,
+    fault: &WriteFault,
     table: &'static str,
     cid: &Cid,
     data: &[u8],
@@ -278,6 +341,9 @@ async fn write_block(
     let count = i32::try_from(pieces.len()).map_err(backend)?;
     for (index, piece) in pieces.into_iter().enumerate() {
         let index = i32::try_from(index).map_err(backend)?;
+        if table == "blocks" {
+            fault.admit().await?;
+        }
         session
             .execute_unpaged(
                 format!("INSERT INTO {table} (k, chunk, chunks, data) VALUES (?, ?, ?, ?)"),
@@ -297,9 +363,9 @@ enum Row {
     NonceUse(Address, u64, NonceUse),
 }
 
-async fn write_row(session: &CachingSession, row: Row) -> Result<()> {
+async fn write_row(session: &CachingSession, fault: &WriteFault, row: Row) -> Result<()> {
     match row {
-        Row::Block(table, cid, data) => write_block(session, table, &cid, &data).await,
+        Row::Block(table, cid, data) => write_block(session, fault, table, &cid, &data).await,
         Row::Tipset(height, tipset) => {
             let canonical = tipset.to_bytes();
             session
@@ -568,10 +634,11 @@ impl Store for CqlStore {
                     .map(|(sender, nonce, used)| Row::NonceUse(sender, nonce, used)),
             )
             .collect();
+        let fault = self.fault.clone();
         self.run(move |session| async move {
             for rows in [blocks, indices] {
                 stream::iter(rows)
-                    .map(|row| write_row(&session, row))
+                    .map(|row| write_row(&session, &fault, row))
                     .buffer_unordered(PARALLEL_REQUESTS)
                     .try_collect::<()>()
                     .await?;
