@@ -8,6 +8,7 @@
 
 mod car;
 mod index;
+mod levels;
 pub mod source;
 mod verify;
 
@@ -18,6 +19,7 @@ use fvm_ipld_encoding::tuple::*;
 
 pub use car::{CarError, CarStream, Frame};
 pub use index::{IndexError, Indexed, index_tipset, load_tipset};
+pub use levels::{Linked, children_first};
 pub use verify::links;
 
 use crate::{

@@ -13,6 +13,7 @@ use fvm_ipld_encoding::DAG_CBOR;
 use ipld_core::ipld::Ipld;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::levels::{Linked, children_first};
 use crate::{
     chain::cbor::IDENTITY_HASH,
     store::{Store, StoreError, WriteBatch},
@@ -57,7 +58,7 @@ impl Staged {
     pub fn promote(&self, store: &dyn Store) -> Result<(u64, u64), StoreError> {
         let mut promoter = Promoter {
             store,
-            batch: WriteBatch::default(),
+            pending: Vec::new(),
             unflushed: HashSet::new(),
             incomplete: HashSet::new(),
         };
@@ -85,8 +86,9 @@ impl Staged {
 
 struct Promoter<'a> {
     store: &'a dyn Store,
-    batch: WriteBatch,
-    /// Promoted in the pending batch, not yet written.
+    /// Found complete, not yet written as such.
+    pending: Vec<Linked>,
+    /// The CIDs of `pending`.
     unflushed: HashSet<Cid>,
     /// Known to have a missing block below them.
     incomplete: HashSet<Cid>,
@@ -165,15 +167,22 @@ impl Promoter<'_> {
 
     fn promote(&mut self, visit: Visit) -> Result<(), StoreError> {
         self.unflushed.insert(visit.cid);
-        self.batch.blocks.push((visit.cid, visit.data));
-        if self.batch.blocks.len() >= FLUSH_BLOCKS {
+        self.pending.push((visit.cid, visit.data, visit.links));
+        if self.pending.len() >= FLUSH_BLOCKS {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// Writes the pending blocks as complete, a level at a time, children
+    /// first: an import cut off here leaves no complete block above a hole.
     fn flush(&mut self) -> Result<(), StoreError> {
-        self.store.write(std::mem::take(&mut self.batch))?;
+        for level in children_first(std::mem::take(&mut self.pending)) {
+            self.store.write(WriteBatch {
+                blocks: level,
+                ..WriteBatch::default()
+            })?;
+        }
         self.unflushed.clear();
         Ok(())
     }

@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     chain::{BlockHeader, Network, TipSet, TipSetKey, cbor, tipset::TipSetError},
-    import::{IndexError, index_tipset, links},
+    import::{IndexError, Linked, children_first, index_tipset, links},
     metrics::Metrics,
     store::{Head, Store, StoreBlockstore, StoreError, WriteBatch},
 };
@@ -157,11 +157,12 @@ impl Ingester {
     }
 
     /// Fetches every block under `roots` the store lacks, level by level
-    /// (one batch per level); returns them all: each subtree is then whole.
+    /// (one batch per level), with its links; returns them all: each subtree
+    /// is then whole.
     fn fetch_dags(
         &self,
         roots: Vec<Cid>,
-        fetched: &mut HashMap<Cid, Vec<u8>>,
+        fetched: &mut HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
     ) -> Result<(), IngestError> {
         let mut frontier = roots;
         while !frontier.is_empty() {
@@ -179,8 +180,9 @@ impl Ingester {
             let blocks = self.leader.read_objs(&wanted)?;
             frontier = Vec::new();
             for (cid, bytes) in wanted.into_iter().zip(blocks) {
-                frontier.extend(links(&cid, &bytes));
-                fetched.insert(cid, bytes);
+                let linked = links(&cid, &bytes);
+                frontier.extend(linked.iter().copied());
+                fetched.insert(cid, (bytes, linked));
             }
         }
         Ok(())
@@ -203,12 +205,24 @@ impl Ingester {
         }
         let mut fetched = HashMap::new();
         self.fetch_dags(roots, &mut fetched)?;
-        fetched.extend(headers);
+        for (cid, bytes) in headers {
+            let linked = links(&cid, &bytes);
+            fetched.insert(cid, (bytes, linked));
+        }
         let objects = fetched.len();
-        self.store.write(WriteBatch {
-            blocks: fetched.into_iter().collect(),
-            ..WriteBatch::default()
-        })?;
+        let fetched: Vec<Linked> = fetched
+            .into_iter()
+            .map(|(cid, (bytes, linked))| (cid, bytes, linked))
+            .collect();
+        // A level at a time, children first: whatever fails, every block
+        // stored has its whole subtree stored, and a retry descends into the
+        // rest.
+        for level in children_first(fetched) {
+            self.store.write(WriteBatch {
+                blocks: level,
+                ..WriteBatch::default()
+            })?;
+        }
         let mut batch = WriteBatch::default();
         index_tipset(
             &StoreBlockstore(self.store.as_ref()),
