@@ -9,20 +9,14 @@ use std::{sync::Arc, time::Duration};
 
 use lotus_follower::{
     chain::Network,
-    devnet::{Devnet, DevnetOptions},
     import::import,
-    ingest::{Ingester, leader::Leader},
-    metrics::Metrics,
-    rpc::auth::Auth,
-    serve::{ServeOptions, start},
     store::{
         Store,
         cql::{CqlOptions, CqlStore},
-        embedded::EmbeddedStore,
     },
     testdata,
 };
-use lotus_follower_e2e::{TestBed, TestKeyspace, holes};
+use lotus_follower_e2e::{DevnetLeader, TestBed, TestKeyspace, holes};
 
 fn options(bed: &TestBed, keyspace: &TestKeyspace) -> CqlOptions {
     CqlOptions {
@@ -54,50 +48,17 @@ async fn a_failed_ingest_write_leaves_no_stored_node_with_holes() -> anyhow::Res
     bed.run(async {
         let admin = bed.cql_superuser_session().await?;
         let keyspace = TestKeyspace::create(&admin, "ingest_fault").await?;
-        let leader_dir = tempfile::tempdir()?;
-        let leader_store = Arc::new(EmbeddedStore::open(leader_dir.path())?);
         // Churn: each tipset changes hundreds of state nodes, levels deep.
-        let mut devnet = Devnet::open(
-            leader_store.clone(),
-            DevnetOptions {
-                state_churn: 300,
-                ..DevnetOptions::default()
-            },
-            Some(1_700_000_000),
-        )?;
-        let server = start(
-            leader_store.clone(),
-            ServeOptions {
-                block_delay_secs: devnet.block_secs(),
-                listen: "127.0.0.1:0".parse()?,
-                ..ServeOptions::local(Network::Devnet)
-                    .leader(Arc::new(devnet.pool()), Auth::random()?)
-            },
-        )
-        .await?;
+        let mut leader = DevnetLeader::start(300).await?;
         let store = connect(options(&bed, &keyspace)).await?;
-        let ingester = Arc::new(Ingester::new(
-            store.clone(),
-            Leader::new(
-                &format!("http://{}/rpc/v1", server.rpc_address),
-                None,
-                Duration::from_secs(10),
-            ),
-            Network::Devnet,
-            10_000,
-            1,
-            Metrics::new()?,
-        ));
+        let ingester = leader.ingester(store.clone(), 1)?;
         let sync = || {
             let ingester = ingester.clone();
             tokio::task::spawn_blocking(move || ingester.sync_once())
         };
         let mut failed = 0;
         for after in FAULTS {
-            for _ in 0..2 {
-                let next = devnet.head().height() + 1;
-                devnet.produce(next)?;
-            }
+            leader.produce(2).await?;
             store.fail_one_block_write_after(after);
             let outcome = sync().await?;
             store.heal();
@@ -124,7 +85,7 @@ async fn a_failed_ingest_write_leaves_no_stored_node_with_holes() -> anyhow::Res
             );
             let head = store.head()?.map(|head| head.tipset);
             anyhow::ensure!(
-                head.as_ref() == Some(devnet.head().key()),
+                head.as_ref() == Some(leader.devnet.head().key()),
                 "the head did not follow"
             );
         }

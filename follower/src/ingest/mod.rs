@@ -10,10 +10,10 @@ pub mod lease;
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use cid::Cid;
@@ -50,6 +50,25 @@ pub enum IngestError {
         leader: i64,
         store: Option<i64>,
     },
+}
+
+/// The side a sync failed on, as the Lease reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Leader,
+    Store,
+}
+
+impl IngestError {
+    pub fn component(&self) -> Component {
+        match self {
+            IngestError::Store(_) | IngestError::Index(_) => Component::Store,
+            IngestError::Leader(_)
+            | IngestError::Cbor(_)
+            | IngestError::TipSet(_)
+            | IngestError::Gap { .. } => Component::Leader,
+        }
+    }
 }
 
 /// What one sync wrote.
@@ -103,15 +122,15 @@ impl Ingester {
     /// each written whole and then made the head. `None` when already there.
     pub fn sync_once(&self) -> Result<Option<Synced>, IngestError> {
         self.store.migrate()?;
-        let leader_head = self.leader.head()?;
         let store_head = self.store.head()?;
+        let leader_head = self.leader.head()?;
         if store_head.as_ref().map(|head| &head.tipset) == Some(&leader_head) {
             return Ok(None);
         }
         let store_height = store_head.as_ref().map(|head| head.height);
         // Walk back from the leader's head to a tipset the store has.
         let mut pending: Vec<(TipSet, Blocks)> = Vec::new();
-        let mut key = leader_head;
+        let mut key = leader_head.clone();
         let mut leader_height = None;
         while self.store.tipset_key(&key)?.is_none() {
             let blocks: Blocks = key
@@ -145,8 +164,22 @@ impl Ingester {
             tipsets: 0,
             objects: 0,
         };
+        // The head's version as this sync found it, carried from one head to
+        // the next: the store's compare-and-set then refuses the sync if any
+        // other writer moved the head meanwhile.
+        let mut version = store_head.map(|head| head.version);
+        if pending.is_empty() {
+            // The leader's head is stored whole already (an earlier sync
+            // stopped before moving the head, or was refused it): only the
+            // head moves.
+            let tipset = crate::import::load_tipset(self.store.as_ref(), &leader_head)?
+                .ok_or(StoreError::UnknownTipSet(leader_head))?;
+            self.move_head(&tipset, &mut version)?;
+            synced.height = tipset.height();
+            return Ok(Some(synced));
+        }
         for (tipset, headers) in pending.into_iter().rev() {
-            let objects = self.write_tipset(&tipset, headers)?;
+            let objects = self.write_tipset(&tipset, headers, &mut version)?;
             self.metrics.ingest_tipsets.inc();
             self.metrics.ingest_objects.inc_by(objects as u64);
             synced.objects += objects;
@@ -189,11 +222,13 @@ impl Ingester {
     }
 
     /// Writes one tipset: its DAGs (complete), its headers, its indices, then
-    /// the head. Returns the blocks written.
+    /// the head, from the head `version` this writer last saw (updated).
+    /// Returns the blocks written.
     fn write_tipset(
         &self,
         tipset: &TipSet,
         headers: Vec<(Cid, Vec<u8>)>,
+        version: &mut Option<u64>,
     ) -> Result<usize, IngestError> {
         let mut roots = Vec::new();
         for header in tipset.blocks() {
@@ -231,76 +266,70 @@ impl Ingester {
             &mut batch,
         )?;
         self.store.write(batch)?;
-        let current = self.store.head()?.map(|head| head.version);
-        self.store.set_head(
-            current,
-            Head {
-                tipset: tipset.key().clone(),
-                height: tipset.height(),
-                version: current.map_or(1, |version| version + 1),
-                term: self.term.load(Ordering::SeqCst),
-            },
-        )?;
+        self.move_head(tipset, version)?;
         Ok(objects)
     }
 
-    /// The store's head and its timestamp, for the Lease's report.
-    fn head_report(&self) -> (Option<i64>, Option<u64>) {
+    /// Makes `tipset` the head, from the head `version` this writer last saw
+    /// (updated), with the writer's term.
+    fn move_head(&self, tipset: &TipSet, version: &mut Option<u64>) -> Result<(), IngestError> {
+        let next = version.map_or(1, |version| version + 1);
+        self.store.set_head(
+            *version,
+            Head {
+                tipset: tipset.key().clone(),
+                height: tipset.height(),
+                version: next,
+                term: self.term.load(Ordering::SeqCst),
+            },
+        )?;
+        *version = Some(next);
+        Ok(())
+    }
+
+    /// The store's head and its timestamp, for the Lease's report: `None`
+    /// while the store has no head; an error when it cannot be read.
+    fn head_report(&self) -> Result<Option<(i64, u64)>, crate::query::QueryError> {
         match crate::query::Chain::new(self.store.as_ref(), self.network).head() {
-            Ok(head) => (Some(head.height()), Some(head.timestamp())),
-            Err(_) => (None, None),
+            Ok(head) => Ok(Some((head.height(), head.timestamp()))),
+            Err(crate::query::QueryError::NoHead) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
     /// Syncs every `poll` until `stop` turns true; failures are logged and
     /// retried with a backoff up to a minute. With a Lease, only while holding
-    /// it (a standby waits), renewing it every 10 s with the latest report, and
-    /// giving it up on the way out.
+    /// it (a standby waits): a task of its own renews it every 10 s with the
+    /// latest report, however long a sync takes, and the Lease is given up on
+    /// the way out.
     pub async fn run(
         self: Arc<Self>,
         poll: Duration,
         lease: Option<LeaseHolder>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut backoff = poll;
-        let mut report = Report {
+        let report = Arc::new(Mutex::new(Report {
             head_height: None,
             head_time: None,
             leader: "ok".into(),
             store: "ok".into(),
-        };
-        let mut renewed: Option<Instant> = None;
-        let mut leading = lease.is_none();
+        }));
+        // Whether this ingester may write: always without a Lease; with one,
+        // as its last renewal found.
+        let (leading_tx, mut leading) = tokio::sync::watch::channel(lease.is_none());
+        let renewal = lease
+            .clone()
+            .map(|lease| tokio::spawn(self.clone().keep_lease(lease, report.clone(), leading_tx)));
+        let mut backoff = poll;
         loop {
-            if let Some(lease) = &lease
-                && renewed.is_none_or(|at| at.elapsed() >= LeaseHolder::RENEW_EVERY)
-            {
-                let ingester = self.clone();
-                if let Ok((height, time)) =
-                    tokio::task::spawn_blocking(move || ingester.head_report()).await
-                {
-                    (report.head_height, report.head_time) = (height, time);
-                }
-                leading = match lease.renew(&report).await {
-                    Ok(Some(term)) => {
-                        self.term.store(term, Ordering::SeqCst);
-                        true
-                    }
-                    Ok(None) => false,
-                    Err(error) => {
-                        tracing::warn!("cannot renew the Lease: {error}");
-                        false
-                    }
-                };
-                renewed = Some(Instant::now());
-            }
-            let wait = if leading {
-                // A sync can take long (a wide gap): on stop, stop waiting for
-                // it, so shutdown stays bounded and the Lease is released. The
-                // abandoned sync cannot move the head once another holder has
-                // a newer term (the store fences by term).
+            let wait = if *leading.borrow_and_update() {
+                // A sync can take long (a wide gap): on stop or on losing the
+                // Lease, stop waiting for it. The abandoned sync cannot move
+                // the head once another holder has a newer term: the store
+                // checks the term inside its conditional update.
                 tokio::select! {
-                    wait = self.sync_step(&mut report, &mut backoff, poll) => wait,
+                    wait = self.sync_step(&report, &mut backoff, poll) => wait,
+                    _ = leading.wait_for(|leading| !*leading) => poll,
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
             } else {
@@ -311,11 +340,58 @@ impl Ingester {
                 _ = stop.wait_for(|stop| *stop) => break,
             }
         }
+        if let Some(renewal) = renewal {
+            renewal.abort();
+            let _ = renewal.await;
+        }
         if let Some(lease) = &lease
-            && leading
+            && *leading.borrow()
             && let Err(error) = lease.release().await
         {
             tracing::warn!("cannot release the Lease: {error}");
+        }
+    }
+
+    /// Renews the Lease every [`LeaseHolder::RENEW_EVERY`] with the report as
+    /// it stands, whatever the syncs are doing, and says whether it is held.
+    async fn keep_lease(
+        self: Arc<Self>,
+        lease: LeaseHolder,
+        report: Arc<Mutex<Report>>,
+        leading: tokio::sync::watch::Sender<bool>,
+    ) {
+        loop {
+            let ingester = self.clone();
+            let head = tokio::task::spawn_blocking(move || ingester.head_report()).await;
+            let current = {
+                let mut report = report
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // An unknown head is no annotation rather than a stale one.
+                (report.head_height, report.head_time) = (None, None);
+                match head {
+                    Ok(Ok(Some((height, time)))) => {
+                        (report.head_height, report.head_time) = (Some(height), Some(time));
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(error)) => report.store = short(&error),
+                    Err(error) => report.store = short(&error),
+                }
+                report.clone()
+            };
+            let holding = match lease.renew(&current).await {
+                Ok(Some(term)) => {
+                    self.term.store(term, Ordering::SeqCst);
+                    true
+                }
+                Ok(None) => false,
+                Err(error) => {
+                    tracing::warn!("cannot renew the Lease: {error}");
+                    false
+                }
+            };
+            leading.send_replace(holding);
+            tokio::time::sleep(LeaseHolder::RENEW_EVERY).await;
         }
     }
 
@@ -323,7 +399,7 @@ impl Ingester {
     /// long to wait before the next.
     async fn sync_step(
         self: &Arc<Self>,
-        report: &mut Report,
+        report: &Mutex<Report>,
         backoff: &mut Duration,
         poll: Duration,
     ) -> Duration {
@@ -333,6 +409,9 @@ impl Ingester {
         self.metrics
             .leader_connected
             .set(i64::from(leader_answered));
+        let mut report = report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match outcome {
             Ok(Ok(synced)) => {
                 if let Some(synced) = synced {
@@ -349,9 +428,13 @@ impl Ingester {
                 poll
             }
             Ok(Err(error)) => {
-                match &error {
-                    IngestError::Store(_) | IngestError::Index(_) => report.store = short(&error),
-                    _ => report.leader = short(&error),
+                match error.component() {
+                    Component::Store => report.store = short(&error),
+                    // The store answered before the leader was asked.
+                    Component::Leader => {
+                        report.leader = short(&error);
+                        report.store = "ok".into();
+                    }
                 }
                 tracing::warn!(
                     leader = self.leader.url(),
@@ -362,6 +445,7 @@ impl Ingester {
                 wait
             }
             Err(error) => {
+                report.store = short(&error);
                 tracing::error!("sync task failed: {error}");
                 poll
             }

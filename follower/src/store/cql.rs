@@ -23,7 +23,7 @@ use scylla::{
 
 use super::{
     Head, Inclusion, NonceUse, Result, SCHEMA, SchemaVersion, Store, StoreError, WriteBatch,
-    check_head_update,
+    head_refusal,
 };
 use crate::chain::TipSetKey;
 
@@ -436,12 +436,73 @@ async fn read_head(session: &CachingSession) -> Result<Option<Head>> {
     }))
 }
 
-/// Whether an error says a table does not exist yet (no schema).
-fn missing_table(error: &impl std::fmt::Display) -> bool {
-    let text = error.to_string().to_lowercase();
-    text.contains("unconfigured table")
-        || text.contains("does not exist")
-        || text.contains("not found")
+/// What a lightweight transaction's answer says: applied, or refused with
+/// the head's current version and term (absent when there is no head row).
+enum Conditional {
+    Applied,
+    Refused {
+        version: Option<i64>,
+        term: Option<i64>,
+    },
+}
+
+/// Reads an LWT's answer by column name (`[applied]`, then the current values
+/// of the columns in its condition), as both Cassandra and YCQL name them.
+fn conditional_outcome(
+    result: &scylla::response::query_result::QueryRowsResult,
+) -> Result<Conditional> {
+    use scylla::value::CqlValue;
+    let column = |name: &str| {
+        result
+            .column_specs()
+            .iter()
+            .position(|column| column.name() == name)
+    };
+    let applied_at = column("[applied]")
+        .ok_or_else(|| backend("no [applied] column in the head update's answer"))?;
+    let Some(row) = result
+        .maybe_first_row::<scylla::value::Row>()
+        .map_err(backend)?
+    else {
+        return Err(backend("no row in the head update's answer"));
+    };
+    let value = |at: Option<usize>| at.and_then(|at| row.columns.get(at).cloned().flatten());
+    if matches!(value(Some(applied_at)), Some(CqlValue::Boolean(true))) {
+        return Ok(Conditional::Applied);
+    }
+    let bigint = |name: &str| match value(column(name)) {
+        Some(CqlValue::BigInt(value)) => Some(value),
+        _ => None,
+    };
+    Ok(Conditional::Refused {
+        version: bigint("version"),
+        term: bigint("term"),
+    })
+}
+
+/// Whether an error is the database refusing a statement as invalid: the
+/// kind of error a query on a missing table gets (at prepare or execute).
+fn is_invalid_request(error: &scylla::errors::ExecutionError) -> bool {
+    use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
+    let attempt = match error {
+        ExecutionError::LastAttemptError(attempt) => attempt,
+        ExecutionError::PrepareError(PrepareError::AllAttemptsFailed { first_attempt }) => {
+            first_attempt
+        }
+        _ => return false,
+    };
+    matches!(attempt, RequestAttemptError::DbError(DbError::Invalid, _))
+}
+
+/// Whether the keyspace has this table, from the cluster's schema metadata
+/// (refreshed first: another process may have just created it).
+async fn has_table(session: &CachingSession, keyspace: &str, table: &str) -> Result<bool> {
+    let session = session.get_session();
+    session.refresh_metadata().await.map_err(backend)?;
+    Ok(session
+        .get_cluster_state()
+        .get_keyspace(keyspace)
+        .is_some_and(|found| found.tables.contains_key(table)))
 }
 
 impl Store for CqlStore {
@@ -579,6 +640,7 @@ impl Store for CqlStore {
     }
 
     fn schema(&self) -> Result<Option<SchemaVersion>> {
+        let keyspace = self.keyspace.clone();
         self.run(|session| async move {
             let result = session
                 .execute_unpaged(
@@ -588,7 +650,14 @@ impl Store for CqlStore {
                 .await;
             let rows = match result {
                 Ok(result) => result.into_rows_result().map_err(backend)?,
-                Err(error) if missing_table(&error) => return Ok(None),
+                // No schema yet is told by kind and confirmed from the schema
+                // metadata, never guessed from an error's text.
+                Err(error)
+                    if is_invalid_request(&error)
+                        && !has_table(&session, &keyspace, "schema_version").await? =>
+                {
+                    return Ok(None);
+                }
                 Err(error) => return Err(backend(error)),
             };
             Ok(rows.maybe_first_row::<(i32, i32)>().map_err(backend)?.map(
@@ -648,20 +717,29 @@ impl Store for CqlStore {
     }
 
     fn set_head(&self, expected_version: Option<u64>, head: Head) -> Result<()> {
+        if let Some(expected) = expected_version
+            && head.version <= expected
+        {
+            return Err(StoreError::VersionNotGrowing {
+                current: expected,
+                attempted: head.version,
+            });
+        }
         let normalized = head.tipset.normalized();
         if self.tipset_key(&normalized)?.is_none() {
             return Err(StoreError::UnknownTipSet(head.tipset));
         }
         self.run(move |session| async move {
-            let current = read_head(&session).await?;
-            check_head_update(current.as_ref(), expected_version, &head)?;
             let values = (
                 head.tipset.to_bytes(),
                 head.height,
                 signed(head.version, "head version")?,
                 signed(head.term, "head term")?,
             );
-            // Compare-and-set on the version: two writers can never interleave.
+            // One lightweight transaction decides, with nothing read before
+            // it: the head is still at the version this writer started from,
+            // and the writer's term is not older than the head's. So a deposed
+            // writer is refused by the database itself, whatever it believes.
             let result = match expected_version {
                 None => session
                     .execute_unpaged(
@@ -671,33 +749,27 @@ impl Store for CqlStore {
                     .await,
                 Some(expected) => session
                     .execute_unpaged(
-                        "UPDATE head SET tipset = ?, height = ?, version = ?, term = ? WHERE id = 0 IF version = ?",
-                        (values.0, values.1, values.2, values.3, signed(expected, "head version")?),
+                        "UPDATE head SET tipset = ?, height = ?, version = ?, term = ? WHERE id = 0 IF version = ? AND term <= ?",
+                        (values.0, values.1, values.2, values.3, signed(expected, "head version")?, values.3),
                     )
                     .await,
             }
             .map_err(backend)?
             .into_rows_result()
             .map_err(backend)?;
-            let applied_at = result
-                .column_specs()
-                .iter()
-                .position(|column| column.name() == "[applied]")
-                .ok_or_else(|| backend("no [applied] column in the head update's answer"))?;
-            let applied = match result.maybe_first_row::<scylla::value::Row>().map_err(backend)? {
-                Some(row) => matches!(
-                    row.columns.get(applied_at),
-                    Some(Some(scylla::value::CqlValue::Boolean(true)))
-                ),
-                None => false,
-            };
-            if applied {
-                return Ok(());
+            match conditional_outcome(&result)? {
+                Conditional::Applied => Ok(()),
+                Conditional::Refused { version, term } => {
+                    let found = match (version, term) {
+                        (Some(version), Some(term)) => Some((
+                            unsigned(version, "head version")?,
+                            unsigned(term, "head term")?,
+                        )),
+                        _ => None,
+                    };
+                    Err(head_refusal(expected_version, head.term, found))
+                }
             }
-            Err(StoreError::HeadConflict {
-                expected: expected_version,
-                found: read_head(&session).await?.map(|head| head.version),
-            })
         })
     }
 

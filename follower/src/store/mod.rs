@@ -176,6 +176,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Why a conditional head update was refused, from the head found then
+/// (version, term): a newer term means another writer took over.
+pub fn head_refusal(
+    expected_version: Option<u64>,
+    attempted_term: u64,
+    found: Option<(u64, u64)>,
+) -> StoreError {
+    match found {
+        Some((_, term)) if term > attempted_term => StoreError::StaleTerm {
+            current: term,
+            attempted: attempted_term,
+        },
+        found => StoreError::HeadConflict {
+            expected: expected_version,
+            found: found.map(|(version, _)| version),
+        },
+    }
+}
+
 /// The head rules every backend enforces, given the head it holds now.
 pub fn check_head_update(
     current: Option<&Head>,
