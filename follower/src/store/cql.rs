@@ -293,6 +293,28 @@ impl WriteFault {
     }
 }
 
+/// Whether a block is stored whole in `table`: its chunk numbers and count
+/// only, never its data.
+async fn block_present(session: &CachingSession, table: &'static str, cid: &Cid) -> Result<bool> {
+    let rows = session
+        .execute_unpaged(
+            format!("SELECT chunk, chunks FROM {table} WHERE k = ?"),
+            (block_key(cid),),
+        )
+        .await
+        .map_err(backend)?
+        .into_rows_result()
+        .map_err(backend)?;
+    let mut found = 0usize;
+    let mut count = None;
+    for row in rows.rows::<(i32, i32)>().map_err(backend)? {
+        let (_, chunks) = row.map_err(backend)?;
+        count.get_or_insert(chunks);
+        found += 1;
+    }
+    Ok(count.is_some_and(|count| usize::try_from(count).ok() == Some(found)))
+}
+
 /// A block's chunks, joined. A block is there once every chunk is: a reader
 /// racing the writer sees it absent, never cut short.
 async fn fetch_block(
@@ -514,11 +536,16 @@ impl Store for CqlStore {
     }
 
     fn has_block(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.get_block(cid)?.is_some())
+        let cid = *cid;
+        self.run(move |session| async move {
+            Ok(block_present(&session, "blocks", &cid).await?
+                || block_present(&session, "partial_blocks", &cid).await?)
+        })
     }
 
     fn has_complete_block(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.read_block("blocks", cid)?.is_some())
+        let cid = *cid;
+        self.run(move |session| async move { block_present(&session, "blocks", &cid).await })
     }
 
     fn complete_blocks(&self, cids: &[Cid]) -> Result<Vec<bool>> {
@@ -527,7 +554,7 @@ impl Store for CqlStore {
             stream::iter(cids)
                 .map(|cid| {
                     let session = session.clone();
-                    async move { Ok(fetch_block(&session, "blocks", &cid).await?.is_some()) }
+                    async move { block_present(&session, "blocks", &cid).await }
                 })
                 .buffered(PARALLEL_REQUESTS)
                 .try_collect()
