@@ -217,15 +217,17 @@ async fn ingest_phase(
     )
     .await?;
     let url = format!("http://{}/rpc/v1", server.rpc_address);
-    let store = Arc::new(tokio::task::spawn_blocking({
-        let keyspace = keyspace.to_owned();
-        move || -> anyhow::Result<CqlStore> {
-            let store = CqlStore::connect(&cql_options(&keyspace)?)?;
-            store.migrate()?;
-            Ok(store)
-        }
-    })
-    .await??);
+    let store = Arc::new(
+        tokio::task::spawn_blocking({
+            let keyspace = keyspace.to_owned();
+            move || -> anyhow::Result<CqlStore> {
+                let store = CqlStore::connect(&cql_options(&keyspace)?)?;
+                store.migrate()?;
+                Ok(store)
+            }
+        })
+        .await??,
+    );
     let ingester = Arc::new(Ingester::new(
         store.clone(),
         Leader::new(&url, None, Duration::from_secs(30)),
@@ -239,7 +241,8 @@ async fn ingest_phase(
     let leader_height = Arc::new(AtomicU64::new(0));
     // The leader: produces epochs back to back, paced to `target_rate` objects/s.
     let producer = std::thread::spawn({
-        let (stop, produced, leader_height) = (stop.clone(), produced.clone(), leader_height.clone());
+        let (stop, produced, leader_height) =
+            (stop.clone(), produced.clone(), leader_height.clone());
         let mut devnet = devnet;
         move || -> anyhow::Result<()> {
             let started = Instant::now();
@@ -293,8 +296,12 @@ async fn ingest_phase(
     let objects = ingested.load(Ordering::SeqCst) - start_objects;
     let produced_in_window = produced.load(Ordering::SeqCst) - start_produced;
     stop.store(true, Ordering::SeqCst);
-    producer.join().map_err(|_| anyhow::anyhow!("the producer panicked"))??;
-    follower.join().map_err(|_| anyhow::anyhow!("the ingester panicked"))??;
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer panicked"))??;
+    follower
+        .join()
+        .map_err(|_| anyhow::anyhow!("the ingester panicked"))??;
     server.stop().await;
     let half = lags.len() / 2;
     Ok(json!({
@@ -310,7 +317,11 @@ async fn ingest_phase(
 }
 
 /// Calls `call` from `in_flight` threads for `seconds`; returns calls/s.
-fn load(in_flight: usize, seconds: u64, call: impl Fn(u64) -> anyhow::Result<()> + Sync) -> anyhow::Result<f64> {
+fn load(
+    in_flight: usize,
+    seconds: u64,
+    call: impl Fn(u64) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<f64> {
     let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     std::thread::scope(|scope| {
@@ -322,31 +333,44 @@ fn load(in_flight: usize, seconds: u64, call: impl Fn(u64) -> anyhow::Result<()>
                     while Instant::now() < deadline {
                         call(n)?;
                         done.fetch_add(1, Ordering::Relaxed);
-                        n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        n = n
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                     }
                     Ok(())
                 })
             })
             .collect();
         for worker in workers {
-            worker.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
         }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
 }
 
-async fn reads(car: &str, keyspace: &str, seconds: u64, in_flight: usize) -> anyhow::Result<serde_json::Value> {
+async fn reads(
+    car: &str,
+    keyspace: &str,
+    seconds: u64,
+    in_flight: usize,
+) -> anyhow::Result<serde_json::Value> {
     let (roots, blocks) = read_car(car)?;
     let cids: Arc<Vec<Cid>> = Arc::new(blocks.into_iter().map(|(cid, _)| cid).collect());
-    let store: Arc<dyn Store> = Arc::new(tokio::task::spawn_blocking({
-        let keyspace = keyspace.to_owned();
-        move || CqlStore::connect(&cql_options(&keyspace)?).map_err(anyhow::Error::from)
-    })
-    .await??);
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking({
+            let keyspace = keyspace.to_owned();
+            move || CqlStore::connect(&cql_options(&keyspace)?).map_err(anyhow::Error::from)
+        })
+        .await??,
+    );
     let head_height = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || store.head()).await??.map_or(0, |head| head.height)
+        tokio::task::spawn_blocking(move || store.head())
+            .await??
+            .map_or(0, |head| head.height)
     };
     let server = start(
         store.clone(),
@@ -360,7 +384,9 @@ async fn reads(car: &str, keyspace: &str, seconds: u64, in_flight: usize) -> any
     let url = format!("http://{}/rpc/v1", server.rpc_address);
     let _ = TipSetKey(roots);
     let agent: ureq::Agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build(),
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build(),
     );
     let actors: Vec<String> = (1..8)
         .map(|index| Account::derive(0, index).map(|account| account.address.to_string()))
@@ -381,15 +407,21 @@ async fn reads(car: &str, keyspace: &str, seconds: u64, in_flight: usize) -> any
         || -> anyhow::Result<(f64, f64)> {
             let read_obj = load(in_flight, seconds, |n| {
                 let cid = cids[(n % cids.len() as u64) as usize];
-                rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainReadObj", "params": [{"/": cid.to_string()}]}))
+                rpc(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainReadObj", "params": [{"/": cid.to_string()}]}),
+                )
             })?;
             let get_actor = load(in_flight, seconds, |n| {
                 let height = (n % head_height.max(1) as u64) as i64 + 1;
                 let actor = &actors[(n / 7 % actors.len() as u64) as usize];
                 // StateGetActor at a tipset by height: two calls.
-                let tipset = call(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}))?;
+                let tipset = call(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}),
+                )?;
                 let key = tipset["result"]["Cids"].clone();
-                rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateGetActor", "params": [actor, key]}))
+                rpc(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateGetActor", "params": [actor, key]}),
+                )
             })?;
             Ok((read_obj, get_actor))
         }
@@ -398,7 +430,9 @@ async fn reads(car: &str, keyspace: &str, seconds: u64, in_flight: usize) -> any
 
     // The raw SELECTs: the same blocks, from the same table, as the same rows.
     let session = session(keyspace).await?;
-    let mut select = session.prepare("SELECT chunk, chunks, data FROM blocks WHERE k = ?").await?;
+    let mut select = session
+        .prepare("SELECT chunk, chunks, data FROM blocks WHERE k = ?")
+        .await?;
     select.set_consistency(scylla::statement::Consistency::Quorum);
     let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -408,9 +442,13 @@ async fn reads(car: &str, keyspace: &str, seconds: u64, in_flight: usize) -> any
             let mut n = worker as u64;
             while Instant::now() < deadline {
                 let cid = cids[(n % cids.len() as u64) as usize];
-                session.execute_unpaged(select, (cid.hash().to_bytes(),)).await?;
+                session
+                    .execute_unpaged(select, (cid.hash().to_bytes(),))
+                    .await?;
                 done.fetch_add(1, Ordering::Relaxed);
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
             }
             Ok::<_, anyhow::Error>(())
         }
@@ -442,15 +480,25 @@ fn main() -> anyhow::Result<()> {
     lotus_follower::tls::install_default_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |at: usize| -> anyhow::Result<&str> {
-        args.get(at).map(String::as_str).with_context(|| format!("argument {at} is missing (see the header of follower/bench/write-path.rs)"))
+        args.get(at).map(String::as_str).with_context(|| {
+            format!("argument {at} is missing (see the header of follower/bench/write-path.rs)")
+        })
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let result = match arg(0)? {
         "keyspace" => runtime.block_on(keyspace(arg(1)?, arg(2)?))?,
         "gen" => generate(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?)?,
         "raw" => runtime.block_on(raw(arg(1)?, arg(2)?, arg(3)?.parse()?))?,
         "import" => import_phase(arg(1)?, arg(2)?)?,
-        "ingest" => runtime.block_on(ingest_phase(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, arg(4)?.parse()?))?,
+        "ingest" => runtime.block_on(ingest_phase(
+            arg(1)?,
+            arg(2)?.parse()?,
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+        ))?,
         "reads" => runtime.block_on(reads(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?))?,
         other => anyhow::bail!("unknown phase {other}"),
     };

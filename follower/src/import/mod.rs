@@ -163,9 +163,11 @@ pub fn import(
     // name them, then the head.
     let (complete_blocks, partial_blocks) = staged.promote(store)?;
     let indexed =
-        index::index_chain(store, &head, network).map_err(|reason| ImportError::Index {
-            location: location.to_owned(),
-            reason,
+        index::index_chain(store, &staged.reader(store), &head, network).map_err(|reason| {
+            ImportError::Index {
+                location: location.to_owned(),
+                reason,
+            }
         })?;
     let current = store.head()?;
     let next = Head {

@@ -66,9 +66,18 @@ impl Staged {
         Ok(Self { db })
     }
 
+    /// A write transaction on the scratch database, which needs no
+    /// durability: an import cut off starts again from its input.
+    fn begin(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(scratch)?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(scratch)?;
+        Ok(txn)
+    }
+
     /// Stages blocks (verified against their CIDs by the caller).
     pub fn add(&self, blocks: &[(Cid, Vec<u8>)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(scratch)?;
+        let txn = self.begin()?;
         {
             let mut data = txn.open_table(DATA).map_err(scratch)?;
             for (cid, bytes) in blocks {
@@ -99,7 +108,7 @@ impl Staged {
                 return Ok(());
             };
             after = Some(last.to_bytes());
-            let txn = self.db.begin_write().map_err(scratch)?;
+            let txn = self.begin()?;
             {
                 let data = txn.open_table(DATA).map_err(scratch)?;
                 let mut parents = txn.open_multimap_table(PARENTS).map_err(scratch)?;
@@ -209,7 +218,7 @@ impl Staged {
                 ..WriteBatch::default()
             })?;
             stored += cids.len() as u64;
-            let txn = self.db.begin_write().map_err(scratch)?;
+            let txn = self.begin()?;
             release_parents(&txn, &cids)?;
             txn.commit().map_err(scratch)?;
         }
@@ -254,6 +263,51 @@ impl Staged {
                 ..WriteBatch::default()
             })?;
         }
+    }
+}
+
+/// The staged blocks as a blockstore, the store behind them: the import
+/// reads its own input locally (to index the chain), not back from the store.
+pub struct StagedReader<'a> {
+    staged: &'a Staged,
+    store: &'a dyn Store,
+}
+
+impl Staged {
+    pub fn reader<'a>(&'a self, store: &'a dyn Store) -> StagedReader<'a> {
+        StagedReader {
+            staged: self,
+            store,
+        }
+    }
+
+    fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(scratch)?;
+        let data = txn.open_table(DATA).map_err(scratch)?;
+        Ok(data
+            .get(cid.to_bytes().as_slice())
+            .map_err(scratch)?
+            .map(|bytes| bytes.value().to_vec()))
+    }
+}
+
+impl fvm_ipld_blockstore::Blockstore for StagedReader<'_> {
+    fn get(&self, cid: &Cid) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.staged.get(cid)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => crate::store::StoreBlockstore(self.store).get(cid),
+        }
+    }
+
+    fn put_keyed(&self, cid: &Cid, _block: &[u8]) -> anyhow::Result<()> {
+        anyhow::bail!("the import's input is read-only here (writing block {cid})")
+    }
+
+    fn has(&self, cid: &Cid) -> anyhow::Result<bool> {
+        Ok(
+            self.staged.get(cid)?.is_some()
+                || crate::store::StoreBlockstore(self.store).has(cid)?,
+        )
     }
 }
 
