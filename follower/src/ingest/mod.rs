@@ -95,6 +95,29 @@ pub struct Ingester {
 /// Raw blocks with their CIDs.
 type Blocks = Vec<(Cid, Vec<u8>)>;
 
+/// The blocks a sync fetched (with their links), the store behind them.
+struct Fetched<'a> {
+    blocks: &'a HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
+    store: StoreBlockstore<'a, dyn Store>,
+}
+
+impl fvm_ipld_blockstore::Blockstore for Fetched<'_> {
+    fn get(&self, cid: &Cid) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.blocks.get(cid) {
+            Some((bytes, _)) => Ok(Some(bytes.clone())),
+            None => self.store.get(cid),
+        }
+    }
+
+    fn put_keyed(&self, cid: &Cid, _block: &[u8]) -> anyhow::Result<()> {
+        anyhow::bail!("fetched blocks are read-only (writing block {cid})")
+    }
+
+    fn has(&self, cid: &Cid) -> anyhow::Result<bool> {
+        Ok(self.blocks.contains_key(cid) || self.store.has(cid)?)
+    }
+}
+
 fn is_identity(cid: &Cid) -> bool {
     cid.hash().code() == cbor::IDENTITY_HASH
 }
@@ -245,6 +268,18 @@ impl Ingester {
             fetched.insert(cid, (bytes, linked));
         }
         let objects = fetched.len();
+        // Indexed from the blocks in hand (the store behind them), before
+        // they are written: the tipset's messages and state are mostly new.
+        let mut batch = WriteBatch::default();
+        index_tipset(
+            &Fetched {
+                blocks: &fetched,
+                store: StoreBlockstore(self.store.as_ref()),
+            },
+            tipset,
+            self.network,
+            &mut batch,
+        )?;
         let fetched: Vec<Linked> = fetched
             .into_iter()
             .map(|(cid, (bytes, linked))| (cid, bytes, linked))
@@ -258,13 +293,7 @@ impl Ingester {
                 ..WriteBatch::default()
             })?;
         }
-        let mut batch = WriteBatch::default();
-        index_tipset(
-            &StoreBlockstore(self.store.as_ref()),
-            tipset,
-            self.network,
-            &mut batch,
-        )?;
+        // The indices after the blocks they name; the head last.
         self.store.write(batch)?;
         self.move_head(tipset, version)?;
         Ok(objects)
