@@ -36,6 +36,8 @@ const WAITING: TableDefinition<&[u8], u32> = TableDefinition::new("waiting");
 const PARENTS: MultimapTableDefinition<&[u8], &[u8]> = MultimapTableDefinition::new("parents");
 /// Staged blocks whose links are all stored complete: next to be stored.
 const READY: TableDefinition<&[u8], ()> = TableDefinition::new("ready");
+/// The scratch database's page cache, in bytes.
+const SCRATCH_CACHE: usize = 32 << 20;
 /// Blocks per store write (and per scratch transaction).
 const CHUNK: usize = 4096;
 
@@ -56,7 +58,12 @@ impl std::fmt::Debug for Staged {
 
 impl Staged {
     pub fn create(dir: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(dir.join("staged.redb")).map_err(scratch)?;
+        // A small page cache: the scratch database is read and written in
+        // chunks, and the import's memory must not grow with its input.
+        let db = redb::Builder::new()
+            .set_cache_size(SCRATCH_CACHE)
+            .create(dir.join("staged.redb"))
+            .map_err(scratch)?;
         let txn = db.begin_write().map_err(scratch)?;
         txn.open_table(DATA).map_err(scratch)?;
         txn.open_table(WAITING).map_err(scratch)?;

@@ -90,23 +90,58 @@ pub struct Ingester {
     /// while one is held, or what the ingester was started with.
     term: AtomicU64,
     metrics: Metrics,
+    /// Blocks this ingester stored complete, or found stored complete:
+    /// nothing is ever deleted, so they need no existence check again. Most
+    /// links of a changed state node are its unchanged siblings, which an
+    /// ingester running for a while has seen.
+    known_complete: quick_cache::sync::Cache<Cid, ()>,
+    /// Blocks recently written or read, for indexing the next tipsets.
+    recent: RecentBlocks,
 }
+
+/// How many CIDs the ingester remembers as stored complete (about 100 bytes
+/// each).
+const KNOWN_COMPLETE: usize = 1 << 20;
+
+/// The recently written or read blocks' cache, by bytes.
+const RECENT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+struct BlockWeight;
+
+impl quick_cache::Weighter<Cid, Arc<[u8]>> for BlockWeight {
+    fn weight(&self, _cid: &Cid, block: &Arc<[u8]>) -> u64 {
+        block.len() as u64 + 128
+    }
+}
+
+type RecentBlocks = quick_cache::sync::Cache<Cid, Arc<[u8]>, BlockWeight>;
 
 /// Raw blocks with their CIDs.
 type Blocks = Vec<(Cid, Vec<u8>)>;
 
-/// The blocks a sync fetched (with their links), the store behind them.
+/// The blocks a sync fetched (with their links), then the blocks recently
+/// written or read, then the store: indexing a tipset resolves its senders in
+/// state trees mostly written by the tipsets just before it.
 struct Fetched<'a> {
     blocks: &'a HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
+    recent: &'a RecentBlocks,
     store: StoreBlockstore<'a, dyn Store>,
 }
 
 impl fvm_ipld_blockstore::Blockstore for Fetched<'_> {
     fn get(&self, cid: &Cid) -> anyhow::Result<Option<Vec<u8>>> {
-        match self.blocks.get(cid) {
-            Some((bytes, _)) => Ok(Some(bytes.clone())),
-            None => self.store.get(cid),
+        if let Some((bytes, _)) = self.blocks.get(cid) {
+            return Ok(Some(bytes.clone()));
         }
+        if let Some(bytes) = self.recent.get(cid) {
+            return Ok(Some(bytes.to_vec()));
+        }
+        let found = self.store.get(cid)?;
+        if let Some(bytes) = &found {
+            self.recent.insert(*cid, Arc::from(bytes.as_slice()));
+        }
+        Ok(found)
     }
 
     fn put_keyed(&self, cid: &Cid, _block: &[u8]) -> anyhow::Result<()> {
@@ -138,6 +173,12 @@ impl Ingester {
             max_gap,
             term: AtomicU64::new(term),
             metrics,
+            known_complete: quick_cache::sync::Cache::new(KNOWN_COMPLETE),
+            recent: RecentBlocks::with_weighter(
+                (RECENT_BYTES / 512) as usize,
+                RECENT_BYTES,
+                BlockWeight,
+            ),
         }
     }
 
@@ -225,14 +266,22 @@ impl Ingester {
             let mut seen = std::collections::HashSet::new();
             let candidates: Vec<Cid> = frontier
                 .into_iter()
-                .filter(|cid| !is_identity(cid) && !fetched.contains_key(cid) && seen.insert(*cid))
+                .filter(|cid| {
+                    !is_identity(cid)
+                        && !fetched.contains_key(cid)
+                        && self.known_complete.get(cid).is_none()
+                        && seen.insert(*cid)
+                })
                 .collect();
             let complete = self.store.complete_blocks(&candidates)?;
-            let wanted: Vec<Cid> = candidates
-                .into_iter()
-                .zip(complete)
-                .filter_map(|(cid, complete)| (!complete).then_some(cid))
-                .collect();
+            let mut wanted = Vec::new();
+            for (cid, complete) in candidates.into_iter().zip(complete) {
+                if complete {
+                    self.known_complete.insert(cid, ());
+                } else {
+                    wanted.push(cid);
+                }
+            }
             let blocks = self.leader.read_objs(&wanted)?;
             frontier = Vec::new();
             for (cid, bytes) in wanted.into_iter().zip(blocks) {
@@ -274,6 +323,7 @@ impl Ingester {
         index_tipset(
             &Fetched {
                 blocks: &fetched,
+                recent: &self.recent,
                 store: StoreBlockstore(self.store.as_ref()),
             },
             tipset,
@@ -288,10 +338,18 @@ impl Ingester {
         // stored has its whole subtree stored, and a retry descends into the
         // rest.
         for level in children_first(fetched) {
+            let cids: Vec<Cid> = level.iter().map(|(cid, _)| *cid).collect();
+            // The next tipset's senders resolve in the state this one wrote.
+            for (cid, bytes) in &level {
+                self.recent.insert(*cid, Arc::from(bytes.as_slice()));
+            }
             self.store.write(WriteBatch {
                 blocks: level,
                 ..WriteBatch::default()
             })?;
+            for cid in cids {
+                self.known_complete.insert(cid, ());
+            }
         }
         // The indices after the blocks they name; the head last.
         self.store.write(batch)?;
