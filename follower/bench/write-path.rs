@@ -82,7 +82,10 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn read_car(path: &str) -> anyhow::Result<(Vec<Cid>, Vec<(Cid, Vec<u8>)>)> {
+/// A CAR's roots and blocks.
+type Car = (Vec<Cid>, Vec<(Cid, Vec<u8>)>);
+
+fn read_car(path: &str) -> anyhow::Result<Car> {
     let mut car = CarStream::open(std::fs::File::open(path)?)?;
     let roots = car.roots.clone();
     let mut blocks = Vec::new();
@@ -411,14 +414,16 @@ async fn reads(
                     json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainReadObj", "params": [{"/": cid.to_string()}]}),
                 )
             })?;
+            // The tipsets' keys first (untimed): the timed calls are StateGetActor only.
+            let keys: Vec<serde_json::Value> = (1..=head_height.max(1))
+                .map(|height| {
+                    call(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}))
+                        .map(|tipset| tipset["result"]["Cids"].clone())
+                })
+                .collect::<anyhow::Result<_>>()?;
             let get_actor = load(in_flight, seconds, |n| {
-                let height = (n % head_height.max(1) as u64) as i64 + 1;
+                let key = &keys[(n % keys.len() as u64) as usize];
                 let actor = &actors[(n / 7 % actors.len() as u64) as usize];
-                // StateGetActor at a tipset by height: two calls.
-                let tipset = call(
-                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}),
-                )?;
-                let key = tipset["result"]["Cids"].clone();
                 rpc(
                     json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateGetActor", "params": [actor, key]}),
                 )
