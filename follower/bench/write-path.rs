@@ -192,7 +192,8 @@ fn import_phase(car: &str, keyspace: &str) -> anyhow::Result<serde_json::Value> 
     let seconds = started.elapsed().as_secs_f64();
     Ok(json!({
         "phase": "import", "blocks": report.blocks, "complete": report.complete_blocks,
-        "partial": report.partial_blocks, "seconds": seconds,
+        "partial": report.partial_blocks, "index_rows": report.indexed.rows,
+        "rows_per_s": (report.blocks + report.indexed.rows) as f64 / seconds, "seconds": seconds,
         "blocks_per_s": report.blocks as f64 / seconds, "peak_rss_mib": peak_rss_mib(),
     }))
 }

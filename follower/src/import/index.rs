@@ -37,6 +37,8 @@ pub struct Indexed {
     /// Tipsets whose messages were indexed.
     pub with_messages: u64,
     pub lowest_height: i64,
+    /// Index rows written (two per tipset, two per message).
+    pub rows: u64,
 }
 
 /// Loads the tipset of these blocks from the store, `None` if any is missing.
@@ -103,6 +105,10 @@ pub fn index_tipset<BS: Blockstore>(
 
 /// Indexes the chain from `head` down, reading its blocks from `blocks` (an
 /// import reads its own input, locally) and writing the indices to `store`.
+fn index_rows(batch: &WriteBatch) -> u64 {
+    (2 * batch.tipsets.len() + batch.inclusions.len() + batch.nonce_uses.len()) as u64
+}
+
 pub fn index_chain<BS: Blockstore>(
     store: &dyn Store,
     blocks: &BS,
@@ -131,6 +137,7 @@ pub fn index_chain<BS: Blockstore>(
             indexed.with_messages += 1;
         }
         if batch.tipsets.len() >= FLUSH_TIPSETS {
+            indexed.rows += index_rows(&batch);
             store.write(std::mem::take(&mut batch))?;
         }
         next = if tipset.height() == 0 {
@@ -139,6 +146,7 @@ pub fn index_chain<BS: Blockstore>(
             load_tipset_from(blocks, &tipset.parents())?
         };
     }
+    indexed.rows += index_rows(&batch);
     store.write(batch)?;
     Ok(indexed)
 }
