@@ -432,6 +432,14 @@ async fn reads(
             Ok((read_obj, get_actor))
         }
     })?;
+    // The store alone (no RPC, no HTTP): the same blocks through `get_block`.
+    let store_reads = tokio::task::block_in_place(|| {
+        load(in_flight, seconds, |n| {
+            let cid = cids[(n % cids.len() as u64) as usize];
+            anyhow::ensure!(store.get_block(&cid)?.is_some(), "{cid} is not stored");
+            Ok(())
+        })
+    })?;
     server.stop().await;
 
     // The raw SELECTs: the same blocks, from the same table, as the same rows.
@@ -464,6 +472,7 @@ async fn reads(
     Ok(json!({
         "phase": "reads", "in_flight": in_flight, "seconds": seconds,
         "chain_read_obj_per_s": read_obj, "state_get_actor_per_s": get_actor,
+        "store_get_block_per_s": store_reads,
         "raw_selects_per_s": selects, "peak_rss_mib": peak_rss_mib(),
     }))
 }
