@@ -404,9 +404,20 @@ impl Ingester {
         // Whether this ingester may write: always without a Lease; with one,
         // as its last renewal found.
         let (leading_tx, mut leading) = tokio::sync::watch::channel(lease.is_none());
-        let renewal = lease
-            .clone()
-            .map(|lease| tokio::spawn(self.clone().keep_lease(lease, report.clone(), leading_tx)));
+        // Without a Lease nothing changes `leading`: its sender is kept for the
+        // loop's lifetime, since a closed channel would end every wait at once.
+        let mut _unchanging = None;
+        let renewal = match lease.clone() {
+            Some(lease) => Some(tokio::spawn(self.clone().keep_lease(
+                lease,
+                report.clone(),
+                leading_tx,
+            ))),
+            None => {
+                _unchanging = Some(leading_tx);
+                None
+            }
+        };
         let mut backoff = poll;
         loop {
             let wait = if *leading.borrow_and_update() {
@@ -416,7 +427,7 @@ impl Ingester {
                 // checks the term inside its conditional update.
                 tokio::select! {
                     wait = self.sync_step(&report, &mut backoff, poll) => wait,
-                    _ = leading.wait_for(|leading| !*leading) => poll,
+                    Ok(_) = leading.wait_for(|leading| !*leading) => poll,
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
             } else {
