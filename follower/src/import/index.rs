@@ -14,6 +14,7 @@ use crate::{
 };
 
 const FLUSH_TIPSETS: usize = 256;
+const FLUSH_ROWS: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -136,7 +137,9 @@ pub fn index_chain<BS: Blockstore>(
         if index_tipset(blocks, &tipset, network, &mut batch)? {
             indexed.with_messages += 1;
         }
-        if batch.tipsets.len() >= FLUSH_TIPSETS {
+        // By rows too: a tipset can carry thousands of messages, and what a
+        // batch holds is the import's memory.
+        if batch.tipsets.len() >= FLUSH_TIPSETS || index_rows(&batch) >= FLUSH_ROWS as u64 {
             indexed.rows += index_rows(&batch);
             store.write(std::mem::take(&mut batch))?;
         }

@@ -73,13 +73,11 @@ impl Staged {
         Ok(Self { db })
     }
 
-    /// A write transaction on the scratch database, which needs no
-    /// durability: an import cut off starts again from its input.
+    /// A write transaction on the scratch database. Its commits stay durable
+    /// (one per chunk of blocks): redb holds what non-durable commits wrote
+    /// in memory until a durable one, which would grow with the input.
     fn begin(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(scratch)?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(scratch)?;
-        Ok(txn)
+        self.db.begin_write().map_err(scratch)
     }
 
     /// Stages blocks (verified against their CIDs by the caller).
