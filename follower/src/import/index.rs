@@ -14,6 +14,7 @@ use crate::{
 };
 
 const FLUSH_TIPSETS: usize = 256;
+const FLUSH_ROWS: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -37,16 +38,23 @@ pub struct Indexed {
     /// Tipsets whose messages were indexed.
     pub with_messages: u64,
     pub lowest_height: i64,
+    /// Index rows written (two per tipset, two per message).
+    pub rows: u64,
 }
 
 /// Loads the tipset of these blocks from the store, `None` if any is missing.
 pub fn load_tipset(store: &dyn Store, key: &TipSetKey) -> Result<Option<TipSet>, IndexError> {
+    load_tipset_from(&StoreBlockstore(store), key)
+}
+
+/// [`load_tipset`] from any blockstore.
+fn load_tipset_from<BS: Blockstore>(
+    blockstore: &BS,
+    key: &TipSetKey,
+) -> Result<Option<TipSet>, IndexError> {
     let mut headers = Vec::with_capacity(key.cids().len());
     for cid in key.cids() {
-        let Some(bytes) = StoreBlockstore(store)
-            .get(cid)
-            .map_err(StoreError::backend)?
-        else {
+        let Some(bytes) = blockstore.get(cid).map_err(StoreError::backend)? else {
             return Ok(None);
         };
         headers.push(cbor::decode::<BlockHeader>(cid, &bytes)?);
@@ -96,16 +104,23 @@ pub fn index_tipset<BS: Blockstore>(
     Ok(true)
 }
 
-pub fn index_chain(
+/// Indexes the chain from `head` down, reading its blocks from `blocks` (an
+/// import reads its own input, locally) and writing the indices to `store`.
+fn index_rows(batch: &WriteBatch) -> u64 {
+    (2 * batch.tipsets.len() + batch.inclusions.len() + batch.nonce_uses.len()) as u64
+}
+
+pub fn index_chain<BS: Blockstore>(
     store: &dyn Store,
+    blocks: &BS,
     head: &TipSetKey,
     network: Network,
 ) -> Result<Indexed, IndexError> {
-    let head_tipset = load_tipset(store, head)?.ok_or_else(|| {
+    let head_tipset = load_tipset_from(blocks, head)?.ok_or_else(|| {
         let missing = head
             .cids()
             .iter()
-            .find(|cid| !store.has_block(cid).unwrap_or(false));
+            .find(|cid| !blocks.has(cid).unwrap_or(false));
         IndexError::MissingHead(missing.copied().unwrap_or_default())
     })?;
     let mut indexed = Indexed {
@@ -119,18 +134,22 @@ pub fn index_chain(
     while let Some(tipset) = next {
         indexed.tipsets += 1;
         indexed.lowest_height = tipset.height();
-        if index_tipset(&StoreBlockstore(store), &tipset, network, &mut batch)? {
+        if index_tipset(blocks, &tipset, network, &mut batch)? {
             indexed.with_messages += 1;
         }
-        if batch.tipsets.len() >= FLUSH_TIPSETS {
+        // By rows too: a tipset can carry thousands of messages, and what a
+        // batch holds is the import's memory.
+        if batch.tipsets.len() >= FLUSH_TIPSETS || index_rows(&batch) >= FLUSH_ROWS as u64 {
+            indexed.rows += index_rows(&batch);
             store.write(std::mem::take(&mut batch))?;
         }
         next = if tipset.height() == 0 {
             None
         } else {
-            load_tipset(store, &tipset.parents())?
+            load_tipset_from(blocks, &tipset.parents())?
         };
     }
+    indexed.rows += index_rows(&batch);
     store.write(batch)?;
     Ok(indexed)
 }

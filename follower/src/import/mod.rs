@@ -2,12 +2,14 @@
 //! snapshots (plain or zstd, from a file or an http(s) URL) into the store.
 //!
 //! Streamed in bounded memory: blocks are verified against their CIDs and
-//! staged as partial; then the chain is indexed from the head; then blocks
-//! whose DAG is complete are promoted; and only then does the head move. A
-//! corrupt or truncated input fails before the indices or the head change.
+//! staged in a scratch database; then stored, those whose DAG is complete as
+//! complete (children first), the others as partial; then the chain is
+//! indexed from the head; and only then does the head move. A corrupt or
+//! truncated input fails before the store changes at all.
 
 mod car;
 mod index;
+mod levels;
 pub mod source;
 mod verify;
 
@@ -18,11 +20,12 @@ use fvm_ipld_encoding::tuple::*;
 
 pub use car::{CarError, CarStream, Frame};
 pub use index::{IndexError, Indexed, index_tipset, load_tipset};
+pub use levels::{Linked, children_first};
 pub use verify::links;
 
 use crate::{
     chain::{Network, TipSetKey, cbor},
-    store::{Head, Store, StoreError, WriteBatch},
+    store::{Head, Store, StoreError},
 };
 
 const FLUSH_BLOCKS: usize = 4096;
@@ -111,7 +114,7 @@ pub fn import(
         elapsed: Duration::ZERO,
     };
     let mut skipped_f3_bytes = 0;
-    let mut batch = WriteBatch::default();
+    let mut batch: Vec<(Cid, Vec<u8>)> = Vec::new();
     let mut batch_bytes = 0;
     let mut last_report = Instant::now();
     let mut first = true;
@@ -139,13 +142,13 @@ pub fn import(
                 // Identity CIDs carry their data: answered inline, never stored.
                 if cid.hash().code() != cbor::IDENTITY_HASH {
                     batch_bytes += data.len();
-                    batch.partial_blocks.push((cid, data));
+                    batch.push((cid, data));
                 }
             }
         }
         first = false;
-        if batch.partial_blocks.len() >= FLUSH_BLOCKS || batch_bytes >= FLUSH_BYTES {
-            stage(store, &staged, &mut batch)?;
+        if batch.len() >= FLUSH_BLOCKS || batch_bytes >= FLUSH_BYTES {
+            stage(&staged, &mut batch)?;
             batch_bytes = 0;
         }
         if last_report.elapsed() >= PROGRESS_EVERY {
@@ -154,14 +157,18 @@ pub fn import(
             last_report = Instant::now();
         }
     }
-    stage(store, &staged, &mut batch)?;
+    stage(&staged, &mut batch)?;
 
-    let indexed =
-        index::index_chain(store, &head, network).map_err(|reason| ImportError::Index {
-            location: location.to_owned(),
-            reason,
-        })?;
+    // The blocks first (complete ones children first), then the indices that
+    // name them, then the head.
     let (complete_blocks, partial_blocks) = staged.promote(store)?;
+    let indexed =
+        index::index_chain(store, &staged.reader(store), &head, network).map_err(|reason| {
+            ImportError::Index {
+                location: location.to_owned(),
+                reason,
+            }
+        })?;
     let current = store.head()?;
     let next = Head {
         tipset: indexed.head.clone(),
@@ -186,15 +193,10 @@ pub fn import(
     })
 }
 
-fn stage(
-    store: &dyn Store,
-    staged: &verify::Staged,
-    batch: &mut WriteBatch,
-) -> Result<(), StoreError> {
-    let cids: Vec<Cid> = batch.partial_blocks.iter().map(|(cid, _)| *cid).collect();
-    // Record what is staged before the blocks land, so verification sees them all.
-    staged.add(&cids)?;
-    store.write(std::mem::take(batch))
+fn stage(staged: &verify::Staged, batch: &mut Vec<(Cid, Vec<u8>)>) -> Result<(), StoreError> {
+    staged.add(batch)?;
+    batch.clear();
+    Ok(())
 }
 #[cfg(test)]
 mod tests;

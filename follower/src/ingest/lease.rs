@@ -104,15 +104,18 @@ impl LeaseHolder {
             .metadata
             .annotations
             .get_or_insert_with(Default::default);
-        if let Some(height) = report.head_height {
-            annotations.insert(HEAD_HEIGHT.into(), height.to_string());
-        }
-        if let Some(time) = report
+        // What is not known now is removed, never left from an earlier report.
+        match report.head_height {
+            Some(height) => annotations.insert(HEAD_HEIGHT.into(), height.to_string()),
+            None => annotations.remove(HEAD_HEIGHT),
+        };
+        match report
             .head_time
             .and_then(|seconds| Timestamp::from_second(i64::try_from(seconds).ok()?).ok())
         {
-            annotations.insert(HEAD_TIME.into(), time.to_string());
-        }
+            Some(time) => annotations.insert(HEAD_TIME.into(), time.to_string()),
+            None => annotations.remove(HEAD_TIME),
+        };
         annotations.insert(LEADER.into(), report.leader.clone());
         annotations.insert(STORE.into(), report.store.clone());
         match self

@@ -10,13 +10,14 @@ pub mod lease;
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use cid::Cid;
+use lotus_follower_interfaces::lease::OK;
 
 use self::{
     leader::{Leader, LeaderError},
@@ -24,7 +25,7 @@ use self::{
 };
 use crate::{
     chain::{BlockHeader, Network, TipSet, TipSetKey, cbor, tipset::TipSetError},
-    import::{IndexError, index_tipset, links},
+    import::{IndexError, Linked, children_first, index_tipset, links},
     metrics::Metrics,
     store::{Head, Store, StoreBlockstore, StoreError, WriteBatch},
 };
@@ -52,6 +53,25 @@ pub enum IngestError {
     },
 }
 
+/// The side a sync failed on, as the Lease reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Leader,
+    Store,
+}
+
+impl IngestError {
+    pub fn component(&self) -> Component {
+        match self {
+            IngestError::Store(_) | IngestError::Index(_) => Component::Store,
+            IngestError::Leader(_)
+            | IngestError::Cbor(_)
+            | IngestError::TipSet(_)
+            | IngestError::Gap { .. } => Component::Leader,
+        }
+    }
+}
+
 /// What one sync wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
@@ -71,10 +91,68 @@ pub struct Ingester {
     /// while one is held, or what the ingester was started with.
     term: AtomicU64,
     metrics: Metrics,
+    /// Blocks this ingester stored complete, or found stored complete:
+    /// nothing is ever deleted, so they need no existence check again. Most
+    /// links of a changed state node are its unchanged siblings, which an
+    /// ingester running for a while has seen.
+    known_complete: quick_cache::sync::Cache<Cid, ()>,
+    /// Blocks recently written or read, for indexing the next tipsets.
+    recent: RecentBlocks,
 }
+
+/// How many CIDs the ingester remembers as stored complete (about 100 bytes
+/// each).
+const KNOWN_COMPLETE: usize = 1 << 20;
+
+/// The recently written or read blocks' cache, by bytes.
+const RECENT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+struct BlockWeight;
+
+impl quick_cache::Weighter<Cid, Arc<[u8]>> for BlockWeight {
+    fn weight(&self, _cid: &Cid, block: &Arc<[u8]>) -> u64 {
+        block.len() as u64 + 128
+    }
+}
+
+type RecentBlocks = quick_cache::sync::Cache<Cid, Arc<[u8]>, BlockWeight>;
 
 /// Raw blocks with their CIDs.
 type Blocks = Vec<(Cid, Vec<u8>)>;
+
+/// The blocks a sync fetched (with their links), then the blocks recently
+/// written or read, then the store: indexing a tipset resolves its senders in
+/// state trees mostly written by the tipsets just before it.
+struct Fetched<'a> {
+    blocks: &'a HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
+    recent: &'a RecentBlocks,
+    store: StoreBlockstore<'a, dyn Store>,
+}
+
+impl fvm_ipld_blockstore::Blockstore for Fetched<'_> {
+    fn get(&self, cid: &Cid) -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some((bytes, _)) = self.blocks.get(cid) {
+            return Ok(Some(bytes.clone()));
+        }
+        if let Some(bytes) = self.recent.get(cid) {
+            return Ok(Some(bytes.to_vec()));
+        }
+        let found = self.store.get(cid)?;
+        if let Some(bytes) = &found {
+            self.recent.insert(*cid, Arc::from(bytes.as_slice()));
+        }
+        Ok(found)
+    }
+
+    fn put_keyed(&self, cid: &Cid, _block: &[u8]) -> anyhow::Result<()> {
+        anyhow::bail!("fetched blocks are read-only (writing block {cid})")
+    }
+
+    fn has(&self, cid: &Cid) -> anyhow::Result<bool> {
+        Ok(self.blocks.contains_key(cid) || self.store.has(cid)?)
+    }
+}
 
 fn is_identity(cid: &Cid) -> bool {
     cid.hash().code() == cbor::IDENTITY_HASH
@@ -96,6 +174,12 @@ impl Ingester {
             max_gap,
             term: AtomicU64::new(term),
             metrics,
+            known_complete: quick_cache::sync::Cache::new(KNOWN_COMPLETE),
+            recent: RecentBlocks::with_weighter(
+                (RECENT_BYTES / 512) as usize,
+                RECENT_BYTES,
+                BlockWeight,
+            ),
         }
     }
 
@@ -103,15 +187,15 @@ impl Ingester {
     /// each written whole and then made the head. `None` when already there.
     pub fn sync_once(&self) -> Result<Option<Synced>, IngestError> {
         self.store.migrate()?;
-        let leader_head = self.leader.head()?;
         let store_head = self.store.head()?;
+        let leader_head = self.leader.head()?;
         if store_head.as_ref().map(|head| &head.tipset) == Some(&leader_head) {
             return Ok(None);
         }
         let store_height = store_head.as_ref().map(|head| head.height);
         // Walk back from the leader's head to a tipset the store has.
         let mut pending: Vec<(TipSet, Blocks)> = Vec::new();
-        let mut key = leader_head;
+        let mut key = leader_head.clone();
         let mut leader_height = None;
         while self.store.tipset_key(&key)?.is_none() {
             let blocks: Blocks = key
@@ -145,8 +229,22 @@ impl Ingester {
             tipsets: 0,
             objects: 0,
         };
+        // The head's version as this sync found it, carried from one head to
+        // the next: the store's compare-and-set then refuses the sync if any
+        // other writer moved the head meanwhile.
+        let mut version = store_head.map(|head| head.version);
+        if pending.is_empty() {
+            // The leader's head is stored whole already (an earlier sync
+            // stopped before moving the head, or was refused it): only the
+            // head moves.
+            let tipset = crate::import::load_tipset(self.store.as_ref(), &leader_head)?
+                .ok_or(StoreError::UnknownTipSet(leader_head))?;
+            self.move_head(&tipset, &mut version)?;
+            synced.height = tipset.height();
+            return Ok(Some(synced));
+        }
         for (tipset, headers) in pending.into_iter().rev() {
-            let objects = self.write_tipset(&tipset, headers)?;
+            let objects = self.write_tipset(&tipset, headers, &mut version)?;
             self.metrics.ingest_tipsets.inc();
             self.metrics.ingest_objects.inc_by(objects as u64);
             synced.objects += objects;
@@ -157,41 +255,53 @@ impl Ingester {
     }
 
     /// Fetches every block under `roots` the store lacks, level by level
-    /// (one batch per level); returns them all: each subtree is then whole.
+    /// (one batch per level), with its links; returns them all: each subtree
+    /// is then whole.
     fn fetch_dags(
         &self,
         roots: Vec<Cid>,
-        fetched: &mut HashMap<Cid, Vec<u8>>,
+        fetched: &mut HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
     ) -> Result<(), IngestError> {
         let mut frontier = roots;
         while !frontier.is_empty() {
             let mut seen = std::collections::HashSet::new();
             let candidates: Vec<Cid> = frontier
                 .into_iter()
-                .filter(|cid| !is_identity(cid) && !fetched.contains_key(cid) && seen.insert(*cid))
+                .filter(|cid| {
+                    !is_identity(cid)
+                        && !fetched.contains_key(cid)
+                        && self.known_complete.get(cid).is_none()
+                        && seen.insert(*cid)
+                })
                 .collect();
             let complete = self.store.complete_blocks(&candidates)?;
-            let wanted: Vec<Cid> = candidates
-                .into_iter()
-                .zip(complete)
-                .filter_map(|(cid, complete)| (!complete).then_some(cid))
-                .collect();
+            let mut wanted = Vec::new();
+            for (cid, complete) in candidates.into_iter().zip(complete) {
+                if complete {
+                    self.known_complete.insert(cid, ());
+                } else {
+                    wanted.push(cid);
+                }
+            }
             let blocks = self.leader.read_objs(&wanted)?;
             frontier = Vec::new();
             for (cid, bytes) in wanted.into_iter().zip(blocks) {
-                frontier.extend(links(&cid, &bytes));
-                fetched.insert(cid, bytes);
+                let linked = links(&cid, &bytes);
+                frontier.extend(linked.iter().copied());
+                fetched.insert(cid, (bytes, linked));
             }
         }
         Ok(())
     }
 
     /// Writes one tipset: its DAGs (complete), its headers, its indices, then
-    /// the head. Returns the blocks written.
+    /// the head, from the head `version` this writer last saw (updated).
+    /// Returns the blocks written.
     fn write_tipset(
         &self,
         tipset: &TipSet,
         headers: Vec<(Cid, Vec<u8>)>,
+        version: &mut Option<u64>,
     ) -> Result<usize, IngestError> {
         let mut roots = Vec::new();
         for header in tipset.blocks() {
@@ -203,90 +313,122 @@ impl Ingester {
         }
         let mut fetched = HashMap::new();
         self.fetch_dags(roots, &mut fetched)?;
-        fetched.extend(headers);
+        for (cid, bytes) in headers {
+            let linked = links(&cid, &bytes);
+            fetched.insert(cid, (bytes, linked));
+        }
         let objects = fetched.len();
-        self.store.write(WriteBatch {
-            blocks: fetched.into_iter().collect(),
-            ..WriteBatch::default()
-        })?;
+        // Indexed from the blocks in hand (the store behind them), before
+        // they are written: the tipset's messages and state are mostly new.
         let mut batch = WriteBatch::default();
         index_tipset(
-            &StoreBlockstore(self.store.as_ref()),
+            &Fetched {
+                blocks: &fetched,
+                recent: &self.recent,
+                store: StoreBlockstore(self.store.as_ref()),
+            },
             tipset,
             self.network,
             &mut batch,
         )?;
+        let fetched: Vec<Linked> = fetched
+            .into_iter()
+            .map(|(cid, (bytes, linked))| (cid, bytes, linked))
+            .collect();
+        // A level at a time, children first: whatever fails, every block
+        // stored has its whole subtree stored, and a retry descends into the
+        // rest.
+        for level in children_first(fetched) {
+            let cids: Vec<Cid> = level.iter().map(|(cid, _)| *cid).collect();
+            // The next tipset's senders resolve in the state this one wrote.
+            for (cid, bytes) in &level {
+                self.recent.insert(*cid, Arc::from(bytes.as_slice()));
+            }
+            self.store.write(WriteBatch {
+                blocks: level,
+                ..WriteBatch::default()
+            })?;
+            for cid in cids {
+                self.known_complete.insert(cid, ());
+            }
+        }
+        // The indices after the blocks they name; the head last.
         self.store.write(batch)?;
-        let current = self.store.head()?.map(|head| head.version);
-        self.store.set_head(
-            current,
-            Head {
-                tipset: tipset.key().clone(),
-                height: tipset.height(),
-                version: current.map_or(1, |version| version + 1),
-                term: self.term.load(Ordering::SeqCst),
-            },
-        )?;
+        self.move_head(tipset, version)?;
         Ok(objects)
     }
 
-    /// The store's head and its timestamp, for the Lease's report.
-    fn head_report(&self) -> (Option<i64>, Option<u64>) {
+    /// Makes `tipset` the head, from the head `version` this writer last saw
+    /// (updated), with the writer's term.
+    fn move_head(&self, tipset: &TipSet, version: &mut Option<u64>) -> Result<(), IngestError> {
+        let next = version.map_or(1, |version| version + 1);
+        self.store.set_head(
+            *version,
+            Head {
+                tipset: tipset.key().clone(),
+                height: tipset.height(),
+                version: next,
+                term: self.term.load(Ordering::SeqCst),
+            },
+        )?;
+        *version = Some(next);
+        Ok(())
+    }
+
+    /// The store's head and its timestamp, for the Lease's report: `None`
+    /// while the store has no head; an error when it cannot be read.
+    fn head_report(&self) -> Result<Option<(i64, u64)>, crate::query::QueryError> {
         match crate::query::Chain::new(self.store.as_ref(), self.network).head() {
-            Ok(head) => (Some(head.height()), Some(head.timestamp())),
-            Err(_) => (None, None),
+            Ok(head) => Ok(Some((head.height(), head.timestamp()))),
+            Err(crate::query::QueryError::NoHead) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
     /// Syncs every `poll` until `stop` turns true; failures are logged and
     /// retried with a backoff up to a minute. With a Lease, only while holding
-    /// it (a standby waits), renewing it every 10 s with the latest report, and
-    /// giving it up on the way out.
+    /// it (a standby waits): a task of its own renews it every 10 s with the
+    /// latest report, however long a sync takes, and the Lease is given up on
+    /// the way out.
     pub async fn run(
         self: Arc<Self>,
         poll: Duration,
         lease: Option<LeaseHolder>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut backoff = poll;
-        let mut report = Report {
+        let report = Arc::new(Mutex::new(Report {
             head_height: None,
             head_time: None,
-            leader: "ok".into(),
-            store: "ok".into(),
-        };
-        let mut renewed: Option<Instant> = None;
-        let mut leading = lease.is_none();
-        loop {
-            if let Some(lease) = &lease
-                && renewed.is_none_or(|at| at.elapsed() >= LeaseHolder::RENEW_EVERY)
-            {
-                let ingester = self.clone();
-                if let Ok((height, time)) =
-                    tokio::task::spawn_blocking(move || ingester.head_report()).await
-                {
-                    (report.head_height, report.head_time) = (height, time);
-                }
-                leading = match lease.renew(&report).await {
-                    Ok(Some(term)) => {
-                        self.term.store(term, Ordering::SeqCst);
-                        true
-                    }
-                    Ok(None) => false,
-                    Err(error) => {
-                        tracing::warn!("cannot renew the Lease: {error}");
-                        false
-                    }
-                };
-                renewed = Some(Instant::now());
+            leader: OK.into(),
+            store: OK.into(),
+        }));
+        // Whether this ingester may write: always without a Lease; with one,
+        // as its last renewal found.
+        let (leading_tx, mut leading) = tokio::sync::watch::channel(lease.is_none());
+        // Without a Lease nothing changes `leading`: its sender is kept for the
+        // loop's lifetime, since a closed channel would end every wait at once.
+        let mut _unchanging = None;
+        let renewal = match lease.clone() {
+            Some(lease) => Some(tokio::spawn(self.clone().keep_lease(
+                lease,
+                report.clone(),
+                leading_tx,
+            ))),
+            None => {
+                _unchanging = Some(leading_tx);
+                None
             }
-            let wait = if leading {
-                // A sync can take long (a wide gap): on stop, stop waiting for
-                // it, so shutdown stays bounded and the Lease is released. The
-                // abandoned sync cannot move the head once another holder has
-                // a newer term (the store fences by term).
+        };
+        let mut backoff = poll;
+        loop {
+            let wait = if *leading.borrow_and_update() {
+                // A sync can take long (a wide gap): on stop or on losing the
+                // Lease, stop waiting for it. The abandoned sync cannot move
+                // the head once another holder has a newer term: the store
+                // checks the term inside its conditional update.
                 tokio::select! {
-                    wait = self.sync_step(&mut report, &mut backoff, poll) => wait,
+                    wait = self.sync_step(&report, &mut backoff, poll) => wait,
+                    Ok(_) = leading.wait_for(|leading| !*leading) => poll,
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
             } else {
@@ -297,11 +439,58 @@ impl Ingester {
                 _ = stop.wait_for(|stop| *stop) => break,
             }
         }
+        if let Some(renewal) = renewal {
+            renewal.abort();
+            let _ = renewal.await;
+        }
         if let Some(lease) = &lease
-            && leading
+            && *leading.borrow()
             && let Err(error) = lease.release().await
         {
             tracing::warn!("cannot release the Lease: {error}");
+        }
+    }
+
+    /// Renews the Lease every [`LeaseHolder::RENEW_EVERY`] with the report as
+    /// it stands, whatever the syncs are doing, and says whether it is held.
+    async fn keep_lease(
+        self: Arc<Self>,
+        lease: LeaseHolder,
+        report: Arc<Mutex<Report>>,
+        leading: tokio::sync::watch::Sender<bool>,
+    ) {
+        loop {
+            let ingester = self.clone();
+            let head = tokio::task::spawn_blocking(move || ingester.head_report()).await;
+            let current = {
+                let mut report = report
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                // An unknown head is no annotation rather than a stale one.
+                (report.head_height, report.head_time) = (None, None);
+                match head {
+                    Ok(Ok(Some((height, time)))) => {
+                        (report.head_height, report.head_time) = (Some(height), Some(time));
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(error)) => report.store = short(&error),
+                    Err(error) => report.store = short(&error),
+                }
+                report.clone()
+            };
+            let holding = match lease.renew(&current).await {
+                Ok(Some(term)) => {
+                    self.term.store(term, Ordering::SeqCst);
+                    true
+                }
+                Ok(None) => false,
+                Err(error) => {
+                    tracing::warn!("cannot renew the Lease: {error}");
+                    false
+                }
+            };
+            leading.send_replace(holding);
+            tokio::time::sleep(LeaseHolder::RENEW_EVERY).await;
         }
     }
 
@@ -309,7 +498,7 @@ impl Ingester {
     /// long to wait before the next.
     async fn sync_step(
         self: &Arc<Self>,
-        report: &mut Report,
+        report: &Mutex<Report>,
         backoff: &mut Duration,
         poll: Duration,
     ) -> Duration {
@@ -319,6 +508,9 @@ impl Ingester {
         self.metrics
             .leader_connected
             .set(i64::from(leader_answered));
+        let mut report = report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match outcome {
             Ok(Ok(synced)) => {
                 if let Some(synced) = synced {
@@ -329,15 +521,19 @@ impl Ingester {
                         "ingested"
                     );
                 }
-                report.leader = "ok".into();
-                report.store = "ok".into();
+                report.leader = OK.into();
+                report.store = OK.into();
                 *backoff = poll;
                 poll
             }
             Ok(Err(error)) => {
-                match &error {
-                    IngestError::Store(_) | IngestError::Index(_) => report.store = short(&error),
-                    _ => report.leader = short(&error),
+                match error.component() {
+                    Component::Store => report.store = short(&error),
+                    // The store answered before the leader was asked.
+                    Component::Leader => {
+                        report.leader = short(&error);
+                        report.store = OK.into();
+                    }
                 }
                 tracing::warn!(
                     leader = self.leader.url(),
@@ -348,6 +544,7 @@ impl Ingester {
                 wait
             }
             Err(error) => {
+                report.store = short(&error);
                 tracing::error!("sync task failed: {error}");
                 poll
             }

@@ -245,3 +245,37 @@ async fn a_leader_outage_is_an_error_and_the_next_sync_recovers() -> anyhow::Res
     bed.check_same()?;
     Ok(())
 }
+
+/// Without a Lease the ingester syncs one sync at a time and sees each to its
+/// end (its outcome reported): a closed "leading" channel once cut every sync
+/// short at its first step, leaving the syncs to overlap, unobserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_lease_each_sync_runs_to_its_end_and_is_reported() -> anyhow::Result<()> {
+    let mut bed = Bed::new().await?;
+    bed.produce(1..=3)?;
+    let ingester = bed.ingester(2880);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(
+        ingester
+            .clone()
+            .run(Duration::from_millis(50), None, stopped),
+    );
+    let target = Some(bed.devnet.head().key().clone());
+    for _ in 0..100 {
+        if bed.follower.head()?.map(|head| head.tipset) == target
+            && ingester.metrics.leader_connected.get() == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(true);
+    running.await?;
+    assert_eq!(bed.follower.head()?.map(|head| head.tipset), target);
+    assert_eq!(
+        ingester.metrics.leader_connected.get(),
+        1,
+        "no sync's outcome was ever observed"
+    );
+    Ok(())
+}

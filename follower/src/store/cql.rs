@@ -23,7 +23,7 @@ use scylla::{
 
 use super::{
     Head, Inclusion, NonceUse, Result, SCHEMA, SchemaVersion, Store, StoreError, WriteBatch,
-    check_head_update,
+    head_refusal,
 };
 use crate::chain::TipSetKey;
 
@@ -100,6 +100,9 @@ pub fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>
 
 pub struct CqlStore {
     session: Arc<CachingSession>,
+    /// Fault injection for tests: fails row writes into `blocks` below the
+    /// [`Store`] trait, as a database failing mid-batch would.
+    fault: Arc<WriteFault>,
     /// `None` only while dropping: the runtime is shut down in the background,
     /// since a store may be dropped inside another runtime.
     runtime: Option<tokio::runtime::Runtime>,
@@ -185,9 +188,23 @@ impl CqlStore {
         })?;
         Ok(Self {
             session: Arc::new(CachingSession::from(session, 64)),
+            fault: Arc::default(),
             runtime: Some(runtime),
             keyspace: options.keyspace.clone(),
         })
+    }
+
+    /// Fails one row write into the `blocks` table (complete blocks): the one
+    /// after the next `rows`, as a database would that fails one INSERT of a
+    /// batch while the others succeed. Below the [`Store`] trait, for
+    /// fault-injection tests; [`Self::heal`] disarms it.
+    pub fn fail_one_block_write_after(&self, rows: u64) {
+        self.fault.arm(rows);
+    }
+
+    /// Disarms an injected fault.
+    pub fn heal(&self) {
+        self.fault.disarm();
     }
 
     /// Runs a query future on the store's runtime and waits for it.
@@ -231,6 +248,73 @@ impl CqlStore {
     }
 }
 
+/// An injected write fault: how many `blocks` rows pass before one fails,
+/// `u64::MAX` when none is armed.
+#[derive(Debug)]
+struct WriteFault {
+    countdown: std::sync::atomic::AtomicU64,
+}
+
+impl Default for WriteFault {
+    fn default() -> Self {
+        Self {
+            countdown: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl WriteFault {
+    fn arm(&self, rows: u64) {
+        self.countdown
+            .store(rows.min(u64::MAX - 1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.countdown
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fails the armed row as a timed-out INSERT does: only after a while,
+    /// with the rows sent meanwhile going through.
+    async fn admit(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let before = self
+            .countdown
+            .fetch_update(SeqCst, SeqCst, |left| match left {
+                u64::MAX => None,
+                0 => Some(u64::MAX),
+                left => Some(left - 1),
+            });
+        if before != Ok(0) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(backend("injected write fault: the INSERT timed out"))
+    }
+}
+
+/// Whether a block is stored whole in `table`: its chunk numbers and count
+/// only, never its data.
+async fn block_present(session: &CachingSession, table: &'static str, cid: &Cid) -> Result<bool> {
+    let rows = session
+        .execute_unpaged(
+            format!("SELECT chunk, chunks FROM {table} WHERE k = ?"),
+            (block_key(cid),),
+        )
+        .await
+        .map_err(backend)?
+        .into_rows_result()
+        .map_err(backend)?;
+    let mut found = 0usize;
+    let mut count = None;
+    for row in rows.rows::<(i32, i32)>().map_err(backend)? {
+        let (_, chunks) = row.map_err(backend)?;
+        count.get_or_insert(chunks);
+        found += 1;
+    }
+    Ok(count.is_some_and(|count| usize::try_from(count).ok() == Some(found)))
+}
+
 /// A block's chunks, joined. A block is there once every chunk is: a reader
 /// racing the writer sees it absent, never cut short.
 async fn fetch_block(
@@ -265,6 +349,7 @@ async fn fetch_block(
 
 async fn write_block(
     session: &CachingSession,
+    fault: &WriteFault,
     table: &'static str,
     cid: &Cid,
     data: &[u8],
@@ -278,6 +363,9 @@ async fn write_block(
     let count = i32::try_from(pieces.len()).map_err(backend)?;
     for (index, piece) in pieces.into_iter().enumerate() {
         let index = i32::try_from(index).map_err(backend)?;
+        if table == "blocks" {
+            fault.admit().await?;
+        }
         session
             .execute_unpaged(
                 format!("INSERT INTO {table} (k, chunk, chunks, data) VALUES (?, ?, ?, ?)"),
@@ -297,9 +385,9 @@ enum Row {
     NonceUse(Address, u64, NonceUse),
 }
 
-async fn write_row(session: &CachingSession, row: Row) -> Result<()> {
+async fn write_row(session: &CachingSession, fault: &WriteFault, row: Row) -> Result<()> {
     match row {
-        Row::Block(table, cid, data) => write_block(session, table, &cid, &data).await,
+        Row::Block(table, cid, data) => write_block(session, fault, table, &cid, &data).await,
         Row::Tipset(height, tipset) => {
             let canonical = tipset.to_bytes();
             session
@@ -370,12 +458,73 @@ async fn read_head(session: &CachingSession) -> Result<Option<Head>> {
     }))
 }
 
-/// Whether an error says a table does not exist yet (no schema).
-fn missing_table(error: &impl std::fmt::Display) -> bool {
-    let text = error.to_string().to_lowercase();
-    text.contains("unconfigured table")
-        || text.contains("does not exist")
-        || text.contains("not found")
+/// What a lightweight transaction's answer says: applied, or refused with
+/// the head's current version and term (absent when there is no head row).
+enum Conditional {
+    Applied,
+    Refused {
+        version: Option<i64>,
+        term: Option<i64>,
+    },
+}
+
+/// Reads an LWT's answer by column name (`[applied]`, then the current values
+/// of the columns in its condition), as both Cassandra and YCQL name them.
+fn conditional_outcome(
+    result: &scylla::response::query_result::QueryRowsResult,
+) -> Result<Conditional> {
+    use scylla::value::CqlValue;
+    let column = |name: &str| {
+        result
+            .column_specs()
+            .iter()
+            .position(|column| column.name() == name)
+    };
+    let applied_at = column("[applied]")
+        .ok_or_else(|| backend("no [applied] column in the head update's answer"))?;
+    let Some(row) = result
+        .maybe_first_row::<scylla::value::Row>()
+        .map_err(backend)?
+    else {
+        return Err(backend("no row in the head update's answer"));
+    };
+    let value = |at: Option<usize>| at.and_then(|at| row.columns.get(at).cloned().flatten());
+    if matches!(value(Some(applied_at)), Some(CqlValue::Boolean(true))) {
+        return Ok(Conditional::Applied);
+    }
+    let bigint = |name: &str| match value(column(name)) {
+        Some(CqlValue::BigInt(value)) => Some(value),
+        _ => None,
+    };
+    Ok(Conditional::Refused {
+        version: bigint("version"),
+        term: bigint("term"),
+    })
+}
+
+/// Whether an error is the database refusing a statement as invalid: the
+/// kind of error a query on a missing table gets (at prepare or execute).
+fn is_invalid_request(error: &scylla::errors::ExecutionError) -> bool {
+    use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
+    let attempt = match error {
+        ExecutionError::LastAttemptError(attempt) => attempt,
+        ExecutionError::PrepareError(PrepareError::AllAttemptsFailed { first_attempt }) => {
+            first_attempt
+        }
+        _ => return false,
+    };
+    matches!(attempt, RequestAttemptError::DbError(DbError::Invalid, _))
+}
+
+/// Whether the keyspace has this table, from the cluster's schema metadata
+/// (refreshed first: another process may have just created it).
+async fn has_table(session: &CachingSession, keyspace: &str, table: &str) -> Result<bool> {
+    let session = session.get_session();
+    session.refresh_metadata().await.map_err(backend)?;
+    Ok(session
+        .get_cluster_state()
+        .get_keyspace(keyspace)
+        .is_some_and(|found| found.tables.contains_key(table)))
 }
 
 impl Store for CqlStore {
@@ -387,11 +536,16 @@ impl Store for CqlStore {
     }
 
     fn has_block(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.get_block(cid)?.is_some())
+        let cid = *cid;
+        self.run(move |session| async move {
+            Ok(block_present(&session, "blocks", &cid).await?
+                || block_present(&session, "partial_blocks", &cid).await?)
+        })
     }
 
     fn has_complete_block(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.read_block("blocks", cid)?.is_some())
+        let cid = *cid;
+        self.run(move |session| async move { block_present(&session, "blocks", &cid).await })
     }
 
     fn complete_blocks(&self, cids: &[Cid]) -> Result<Vec<bool>> {
@@ -400,7 +554,7 @@ impl Store for CqlStore {
             stream::iter(cids)
                 .map(|cid| {
                     let session = session.clone();
-                    async move { Ok(fetch_block(&session, "blocks", &cid).await?.is_some()) }
+                    async move { block_present(&session, "blocks", &cid).await }
                 })
                 .buffered(PARALLEL_REQUESTS)
                 .try_collect()
@@ -513,6 +667,7 @@ impl Store for CqlStore {
     }
 
     fn schema(&self) -> Result<Option<SchemaVersion>> {
+        let keyspace = self.keyspace.clone();
         self.run(|session| async move {
             let result = session
                 .execute_unpaged(
@@ -522,7 +677,14 @@ impl Store for CqlStore {
                 .await;
             let rows = match result {
                 Ok(result) => result.into_rows_result().map_err(backend)?,
-                Err(error) if missing_table(&error) => return Ok(None),
+                // No schema yet is told by kind and confirmed from the schema
+                // metadata, never guessed from an error's text.
+                Err(error)
+                    if is_invalid_request(&error)
+                        && !has_table(&session, &keyspace, "schema_version").await? =>
+                {
+                    return Ok(None);
+                }
                 Err(error) => return Err(backend(error)),
             };
             Ok(rows.maybe_first_row::<(i32, i32)>().map_err(backend)?.map(
@@ -568,10 +730,11 @@ impl Store for CqlStore {
                     .map(|(sender, nonce, used)| Row::NonceUse(sender, nonce, used)),
             )
             .collect();
+        let fault = self.fault.clone();
         self.run(move |session| async move {
             for rows in [blocks, indices] {
                 stream::iter(rows)
-                    .map(|row| write_row(&session, row))
+                    .map(|row| write_row(&session, &fault, row))
                     .buffer_unordered(PARALLEL_REQUESTS)
                     .try_collect::<()>()
                     .await?;
@@ -581,20 +744,29 @@ impl Store for CqlStore {
     }
 
     fn set_head(&self, expected_version: Option<u64>, head: Head) -> Result<()> {
+        if let Some(expected) = expected_version
+            && head.version <= expected
+        {
+            return Err(StoreError::VersionNotGrowing {
+                current: expected,
+                attempted: head.version,
+            });
+        }
         let normalized = head.tipset.normalized();
         if self.tipset_key(&normalized)?.is_none() {
             return Err(StoreError::UnknownTipSet(head.tipset));
         }
         self.run(move |session| async move {
-            let current = read_head(&session).await?;
-            check_head_update(current.as_ref(), expected_version, &head)?;
             let values = (
                 head.tipset.to_bytes(),
                 head.height,
                 signed(head.version, "head version")?,
                 signed(head.term, "head term")?,
             );
-            // Compare-and-set on the version: two writers can never interleave.
+            // One lightweight transaction decides, with nothing read before
+            // it: the head is still at the version this writer started from,
+            // and the writer's term is not older than the head's. So a deposed
+            // writer is refused by the database itself, whatever it believes.
             let result = match expected_version {
                 None => session
                     .execute_unpaged(
@@ -604,33 +776,27 @@ impl Store for CqlStore {
                     .await,
                 Some(expected) => session
                     .execute_unpaged(
-                        "UPDATE head SET tipset = ?, height = ?, version = ?, term = ? WHERE id = 0 IF version = ?",
-                        (values.0, values.1, values.2, values.3, signed(expected, "head version")?),
+                        "UPDATE head SET tipset = ?, height = ?, version = ?, term = ? WHERE id = 0 IF version = ? AND term <= ?",
+                        (values.0, values.1, values.2, values.3, signed(expected, "head version")?, values.3),
                     )
                     .await,
             }
             .map_err(backend)?
             .into_rows_result()
             .map_err(backend)?;
-            let applied_at = result
-                .column_specs()
-                .iter()
-                .position(|column| column.name() == "[applied]")
-                .ok_or_else(|| backend("no [applied] column in the head update's answer"))?;
-            let applied = match result.maybe_first_row::<scylla::value::Row>().map_err(backend)? {
-                Some(row) => matches!(
-                    row.columns.get(applied_at),
-                    Some(Some(scylla::value::CqlValue::Boolean(true)))
-                ),
-                None => false,
-            };
-            if applied {
-                return Ok(());
+            match conditional_outcome(&result)? {
+                Conditional::Applied => Ok(()),
+                Conditional::Refused { version, term } => {
+                    let found = match (version, term) {
+                        (Some(version), Some(term)) => Some((
+                            unsigned(version, "head version")?,
+                            unsigned(term, "head term")?,
+                        )),
+                        _ => None,
+                    };
+                    Err(head_refusal(expected_version, head.term, found))
+                }
             }
-            Err(StoreError::HeadConflict {
-                expected: expected_version,
-                found: read_head(&session).await?.map(|head| head.version),
-            })
         })
     }
 

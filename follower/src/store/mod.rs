@@ -61,8 +61,9 @@ pub struct NonceUse {
     pub tipset: TipSetKey,
 }
 
-/// One atomic write. Blocks land before the indices that point at them, and
-/// everything before any head that names it (the head is set separately).
+/// One write. Blocks land before the indices that point at them, and
+/// everything before any head that names it (the head is set separately);
+/// within the blocks there is no order (see [`Store::write`]).
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     /// Blocks stored with every block they link to ("present ⇒ complete").
@@ -157,7 +158,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn head(&self) -> Result<Option<Head>>;
     fn schema(&self) -> Result<Option<SchemaVersion>>;
 
-    /// Applies a batch atomically: readers see all of it or none of it.
+    /// Stores a batch: its blocks, then its indices. The embedded backend
+    /// applies it in one transaction; a networked one sends its rows
+    /// concurrently, and a failed write may leave any subset of them. So a
+    /// writer that needs an order ("present ⇒ complete": children before
+    /// parents) writes in several batches, each once the one before returned.
     fn write(&self, batch: WriteBatch) -> Result<()>;
     /// Moves the head if it is still at `expected_version` (`None`: no head yet),
     /// the new version is larger, the writer's term is not older than the head's,
@@ -173,6 +178,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             return Err(StoreError::SchemaTooNew { found: schema });
         }
         Ok(schema)
+    }
+}
+
+/// Why a conditional head update was refused, from the head found then
+/// (version, term): a newer term means another writer took over.
+pub fn head_refusal(
+    expected_version: Option<u64>,
+    attempted_term: u64,
+    found: Option<(u64, u64)>,
+) -> StoreError {
+    match found {
+        Some((_, term)) if term > attempted_term => StoreError::StaleTerm {
+            current: term,
+            attempted: attempted_term,
+        },
+        found => StoreError::HeadConflict {
+            expected: expected_version,
+            found: found.map(|(version, _)| version),
+        },
     }
 }
 

@@ -1,0 +1,522 @@
+//! The write path's benchmark phases, each run as its own process by
+//! `follower/bench/write-path` (so each phase's peak RSS is its own). Every
+//! phase prints one JSON line on stdout.
+//!
+//! - `keyspace create|drop <name>`.
+//! - `gen <car> <min-blocks> <churn>`: a devnet chain exported as a CARv1 of at
+//!   least `min-blocks` blocks (every block reachable from the head).
+//! - `raw <car> <keyspace> <in-flight>`: the baseline, the CAR's blocks as plain
+//!   prepared INSERTs of the same rows with the scylla driver.
+//! - `import <car> <keyspace>`: `import` into the CQL store (schema created
+//!   before the clock starts).
+//! - `ingest <keyspace> <objects/s> <seconds> <churn>`: a devnet leader
+//!   producing about `objects/s`, followed by the ingester into the store:
+//!   objects/s ingested and the lag.
+//! - `reads <car> <keyspace> <seconds> <in-flight>`: a follower with its
+//!   response cache off answering ChainReadObj of random blocks and
+//!   StateGetActor at random heights, against raw SELECTs of the same blocks.
+//!
+//! The database: `LOTUS_FOLLOWER_TESTBED_CQL` (host:port), user
+//! `LOTUS_FOLLOWER_TESTBED_CQL_USERNAME`, password in
+//! `LOTUS_FOLLOWER_TESTBED_CQL_PASSWORD_FILE`; keyspaces must exist.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use cid::Cid;
+use futures::{StreamExt, TryStreamExt, stream};
+use lotus_follower::{
+    chain::{Network, TipSetKey},
+    devnet::{Devnet, DevnetOptions, Step, keys::Account},
+    import::{CarStream, Frame, import, links},
+    ingest::{Ingester, leader::Leader},
+    metrics::Metrics,
+    rpc::auth::Auth,
+    serve::{ServeOptions, start},
+    store::{
+        Store,
+        cql::{CqlOptions, CqlStore},
+        embedded::EmbeddedStore,
+    },
+};
+use serde_json::json;
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set"))
+}
+
+fn cql_options(keyspace: &str) -> anyhow::Result<CqlOptions> {
+    Ok(CqlOptions {
+        contact_points: vec![env("LOTUS_FOLLOWER_TESTBED_CQL")?],
+        keyspace: keyspace.to_owned(),
+        username: Some(env("LOTUS_FOLLOWER_TESTBED_CQL_USERNAME")?),
+        password: Some(
+            std::fs::read_to_string(env("LOTUS_FOLLOWER_TESTBED_CQL_PASSWORD_FILE")?)?
+                .trim()
+                .to_owned(),
+        ),
+        request_timeout: Duration::from_secs(30),
+        local_dc: None,
+        address_map: Vec::new(),
+        tls_ca_file: None,
+    })
+}
+
+/// This process's peak resident set, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A CAR's roots and blocks.
+type Car = (Vec<Cid>, Vec<(Cid, Vec<u8>)>);
+
+fn read_car(path: &str) -> anyhow::Result<Car> {
+    let mut car = CarStream::open(std::fs::File::open(path)?)?;
+    let roots = car.roots.clone();
+    let mut blocks = Vec::new();
+    while let Some(frame) = car.next_frame(|_| false)? {
+        if let Frame::Block { cid, data } = frame {
+            blocks.push((cid, data));
+        }
+    }
+    Ok((roots, blocks))
+}
+
+fn generate(out: &str, min_blocks: usize, churn: usize) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(EmbeddedStore::open(dir.path())?);
+    let options = DevnetOptions {
+        state_churn: churn,
+        ..DevnetOptions::default()
+    };
+    let mut devnet = Devnet::open(store.clone(), options, Some(1_700_000_000))?;
+    let mut produced = 0;
+    let mut height = 0;
+    while produced < min_blocks {
+        height += 1;
+        if let Step::Produced { objects, .. } = devnet.produce(height)? {
+            produced += objects;
+        }
+    }
+    let head = devnet.head().key().clone();
+    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let mut writer =
+        fvm_ipld_car::CarWriter::new(fvm_ipld_car::CarHeader::from(head.cids().to_vec()), file)?;
+    let (mut seen, mut stack) = (HashSet::new(), head.cids().to_vec());
+    let (mut blocks, mut bytes) = (0usize, 0usize);
+    while let Some(cid) = stack.pop() {
+        if cid.hash().code() == 0 || !seen.insert(cid) {
+            continue;
+        }
+        let Some(data) = store.get_block(&cid)? else {
+            continue;
+        };
+        stack.extend(links(&cid, &data));
+        blocks += 1;
+        bytes += data.len();
+        writer.write(fvm_ipld_car::Block { cid, data })?;
+    }
+    writer.flush()?;
+    Ok(json!({"phase": "gen", "blocks": blocks, "bytes": bytes, "epochs": height}))
+}
+
+async fn session(keyspace: &str) -> anyhow::Result<scylla::client::session::Session> {
+    let options = cql_options(keyspace)?;
+    Ok(scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&options.contact_points)
+        .user(
+            options.username.unwrap_or_default(),
+            options.password.unwrap_or_default(),
+        )
+        .use_keyspace(keyspace, false)
+        .build()
+        .await?)
+}
+
+/// The baseline: the same rows as the store's `blocks` table, in a table of
+/// the same shape, as prepared INSERTs, `in_flight` at a time.
+async fn raw(car: &str, keyspace: &str, in_flight: usize) -> anyhow::Result<serde_json::Value> {
+    let (_, blocks) = read_car(car)?;
+    let session = session(keyspace).await?;
+    session
+        .query_unpaged(
+            "CREATE TABLE IF NOT EXISTS raw_blocks (k blob, chunk int, chunks int, data blob, PRIMARY KEY ((k), chunk))",
+            (),
+        )
+        .await?;
+    let mut insert = session
+        .prepare("INSERT INTO raw_blocks (k, chunk, chunks, data) VALUES (?, ?, ?, ?)")
+        .await?;
+    insert.set_consistency(scylla::statement::Consistency::Quorum);
+    let started = Instant::now();
+    stream::iter(&blocks)
+        .map(|(cid, data)| {
+            let (session, insert) = (&session, &insert);
+            async move {
+                session
+                    .execute_unpaged(insert, (cid.hash().to_bytes(), 0i32, 1i32, data))
+                    .await
+            }
+        })
+        .buffer_unordered(in_flight)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "phase": "raw", "rows": blocks.len(), "seconds": seconds,
+        "rows_per_s": blocks.len() as f64 / seconds, "in_flight": in_flight,
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+fn import_phase(car: &str, keyspace: &str) -> anyhow::Result<serde_json::Value> {
+    let store = CqlStore::connect(&cql_options(keyspace)?)?;
+    store.migrate()?;
+    let started = Instant::now();
+    let report = import(&store, car, Network::Devnet, &mut |_| {})?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "phase": "import", "blocks": report.blocks, "complete": report.complete_blocks,
+        "partial": report.partial_blocks, "index_rows": report.indexed.rows,
+        "rows_per_s": (report.blocks + report.indexed.rows) as f64 / seconds, "seconds": seconds,
+        "blocks_per_s": report.blocks as f64 / seconds, "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+async fn ingest_phase(
+    keyspace: &str,
+    target_rate: f64,
+    seconds: u64,
+    churn: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let leader_store = Arc::new(EmbeddedStore::open(dir.path())?);
+    let options = DevnetOptions {
+        state_churn: churn,
+        ..DevnetOptions::default()
+    };
+    let devnet = Devnet::open(leader_store.clone(), options, Some(1_700_000_000))?;
+    let server = start(
+        leader_store.clone(),
+        ServeOptions {
+            block_delay_secs: devnet.block_secs(),
+            listen: "127.0.0.1:0".parse()?,
+            ..ServeOptions::local(Network::Devnet).leader(Arc::new(devnet.pool()), Auth::random()?)
+        },
+    )
+    .await?;
+    let url = format!("http://{}/rpc/v1", server.rpc_address);
+    let store = Arc::new(
+        tokio::task::spawn_blocking({
+            let keyspace = keyspace.to_owned();
+            move || -> anyhow::Result<CqlStore> {
+                let store = CqlStore::connect(&cql_options(&keyspace)?)?;
+                store.migrate()?;
+                Ok(store)
+            }
+        })
+        .await??,
+    );
+    let ingester = Arc::new(Ingester::new(
+        store.clone(),
+        Leader::new(&url, None, Duration::from_secs(30)),
+        Network::Devnet,
+        1_000_000,
+        1,
+        Metrics::new()?,
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let produced = Arc::new(AtomicU64::new(0));
+    let leader_height = Arc::new(AtomicU64::new(0));
+    // The leader: produces epochs back to back, paced to `target_rate` objects/s.
+    let producer = std::thread::spawn({
+        let (stop, produced, leader_height) =
+            (stop.clone(), produced.clone(), leader_height.clone());
+        let mut devnet = devnet;
+        move || -> anyhow::Result<()> {
+            let started = Instant::now();
+            let mut height = 0;
+            while !stop.load(Ordering::SeqCst) {
+                height += 1;
+                if let Step::Produced { objects, .. } = devnet.produce(height)? {
+                    produced.fetch_add(objects as u64, Ordering::SeqCst);
+                }
+                leader_height.store(height as u64, Ordering::SeqCst);
+                let due = produced.load(Ordering::SeqCst) as f64 / target_rate;
+                let ahead = due - started.elapsed().as_secs_f64();
+                if ahead > 0.0 {
+                    std::thread::sleep(Duration::from_secs_f64(ahead));
+                }
+            }
+            Ok(())
+        }
+    });
+    let ingested = Arc::new(AtomicU64::new(0));
+    let follower = std::thread::spawn({
+        let (stop, ingested, ingester) = (stop.clone(), ingested.clone(), ingester.clone());
+        move || -> anyhow::Result<()> {
+            while !stop.load(Ordering::SeqCst) {
+                match ingester.sync_once()? {
+                    Some(synced) => {
+                        ingested.fetch_add(synced.objects as u64, Ordering::SeqCst);
+                    }
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            Ok(())
+        }
+    });
+    let mut max_lag = 0i64;
+    let mut lags = Vec::new();
+    let started = Instant::now();
+    // Warm-up excluded: counting starts after the first 5 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (start_objects, start_time) = (ingested.load(Ordering::SeqCst), Instant::now());
+    let start_produced = produced.load(Ordering::SeqCst);
+    while started.elapsed() < Duration::from_secs(seconds + 5) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let store = store.clone();
+        let head = tokio::task::spawn_blocking(move || store.head()).await??;
+        let lag = leader_height.load(Ordering::SeqCst) as i64 - head.map_or(0, |head| head.height);
+        max_lag = max_lag.max(lag);
+        lags.push(lag);
+    }
+    let window = start_time.elapsed().as_secs_f64();
+    let objects = ingested.load(Ordering::SeqCst) - start_objects;
+    let produced_in_window = produced.load(Ordering::SeqCst) - start_produced;
+    stop.store(true, Ordering::SeqCst);
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer panicked"))??;
+    follower
+        .join()
+        .map_err(|_| anyhow::anyhow!("the ingester panicked"))??;
+    server.stop().await;
+    let half = lags.len() / 2;
+    Ok(json!({
+        "phase": "ingest", "seconds": window, "objects": objects,
+        "objects_per_s": objects as f64 / window,
+        "leader_objects_per_s": produced_in_window as f64 / window,
+        "target_objects_per_s": target_rate, "churn": churn,
+        "lag_epochs_max": max_lag, "lag_epochs_end": lags.last().copied().unwrap_or(0),
+        "lag_epochs_first_half_max": lags[..half].iter().max().copied().unwrap_or(0),
+        "lag_epochs_second_half_max": lags[half..].iter().max().copied().unwrap_or(0),
+        "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// Calls `call` from `in_flight` threads for `seconds`; returns calls/s.
+fn load(
+    in_flight: usize,
+    seconds: u64,
+    call: impl Fn(u64) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<f64> {
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..in_flight)
+            .map(|worker| {
+                let (done, call) = (&done, &call);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let mut n = worker as u64;
+                    while Instant::now() < deadline {
+                        call(n)?;
+                        done.fetch_add(1, Ordering::Relaxed);
+                        n = n
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+async fn reads(
+    car: &str,
+    keyspace: &str,
+    seconds: u64,
+    in_flight: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let (roots, blocks) = read_car(car)?;
+    let cids: Arc<Vec<Cid>> = Arc::new(blocks.into_iter().map(|(cid, _)| cid).collect());
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking({
+            let keyspace = keyspace.to_owned();
+            move || CqlStore::connect(&cql_options(&keyspace)?).map_err(anyhow::Error::from)
+        })
+        .await??,
+    );
+    let head_height = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.head())
+            .await??
+            .map_or(0, |head| head.height)
+    };
+    let server = start(
+        store.clone(),
+        ServeOptions {
+            cache_bytes: 0,
+            listen: "127.0.0.1:0".parse()?,
+            ..ServeOptions::local(Network::Devnet)
+        },
+    )
+    .await?;
+    let url = format!("http://{}/rpc/v1", server.rpc_address);
+    let _ = TipSetKey(roots);
+    let agent: ureq::Agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build(),
+    );
+    let actors: Vec<String> = (1..8)
+        .map(|index| Account::derive(0, index).map(|account| account.address.to_string()))
+        .collect::<Result<_, _>>()?;
+    let call = |body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
+        let text = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body.to_string())?
+            .body_mut()
+            .read_to_string()?;
+        let answer: serde_json::Value = serde_json::from_str(&text)?;
+        anyhow::ensure!(answer.get("result").is_some(), "{answer}");
+        Ok(answer)
+    };
+    let rpc = |body: serde_json::Value| call(body).map(drop);
+    let (read_obj, get_actor) = tokio::task::block_in_place({
+        || -> anyhow::Result<(f64, f64)> {
+            let read_obj = load(in_flight, seconds, |n| {
+                let cid = cids[(n % cids.len() as u64) as usize];
+                rpc(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainReadObj", "params": [{"/": cid.to_string()}]}),
+                )
+            })?;
+            // The tipsets' keys first (untimed): the timed calls are StateGetActor only.
+            let keys: Vec<serde_json::Value> = (1..=head_height.max(1))
+                .map(|height| {
+                    call(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}))
+                        .map(|tipset| tipset["result"]["Cids"].clone())
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let get_actor = load(in_flight, seconds, |n| {
+                let key = &keys[(n % keys.len() as u64) as usize];
+                let actor = &actors[(n / 7 % actors.len() as u64) as usize];
+                rpc(
+                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateGetActor", "params": [actor, key]}),
+                )
+            })?;
+            Ok((read_obj, get_actor))
+        }
+    })?;
+    // The store alone (no RPC, no HTTP): the same blocks through `get_block`.
+    let store_reads = tokio::task::block_in_place(|| {
+        load(in_flight, seconds, |n| {
+            let cid = cids[(n % cids.len() as u64) as usize];
+            anyhow::ensure!(store.get_block(&cid)?.is_some(), "{cid} is not stored");
+            Ok(())
+        })
+    })?;
+    server.stop().await;
+
+    // The raw SELECTs: the same blocks, from the same table, as the same rows.
+    let session = session(keyspace).await?;
+    let mut select = session
+        .prepare("SELECT chunk, chunks, data FROM blocks WHERE k = ?")
+        .await?;
+    select.set_consistency(scylla::statement::Consistency::Quorum);
+    let done = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    futures::future::try_join_all((0..in_flight).map(|worker| {
+        let (session, select, done, cids) = (&session, &select, &done, &cids);
+        async move {
+            let mut n = worker as u64;
+            while Instant::now() < deadline {
+                let cid = cids[(n % cids.len() as u64) as usize];
+                session
+                    .execute_unpaged(select, (cid.hash().to_bytes(),))
+                    .await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+    }))
+    .await?;
+    let selects = done.load(Ordering::Relaxed) as f64 / seconds as f64;
+    Ok(json!({
+        "phase": "reads", "in_flight": in_flight, "seconds": seconds,
+        "chain_read_obj_per_s": read_obj, "state_get_actor_per_s": get_actor,
+        "store_get_block_per_s": store_reads,
+        "raw_selects_per_s": selects, "peak_rss_mib": peak_rss_mib(),
+    }))
+}
+
+/// Creates (replication factor 1: one node) or drops a keyspace.
+async fn keyspace(action: &str, name: &str) -> anyhow::Result<serde_json::Value> {
+    let session = session("system").await?;
+    let statement = match action {
+        "create" => format!(
+            "CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ),
+        "drop" => format!("DROP KEYSPACE IF EXISTS {name}"),
+        other => anyhow::bail!("keyspace {other}?"),
+    };
+    session.query_unpaged(statement, ()).await?;
+    Ok(json!({"phase": "keyspace", "action": action, "name": name}))
+}
+
+fn main() -> anyhow::Result<()> {
+    lotus_follower::tls::install_default_provider();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |at: usize| -> anyhow::Result<&str> {
+        args.get(at).map(String::as_str).with_context(|| {
+            format!("argument {at} is missing (see the header of follower/bench/write-path.rs)")
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = match arg(0)? {
+        "keyspace" => runtime.block_on(keyspace(arg(1)?, arg(2)?))?,
+        "gen" => generate(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?)?,
+        "raw" => runtime.block_on(raw(arg(1)?, arg(2)?, arg(3)?.parse()?))?,
+        "import" => import_phase(arg(1)?, arg(2)?)?,
+        "ingest" => runtime.block_on(ingest_phase(
+            arg(1)?,
+            arg(2)?.parse()?,
+            arg(3)?.parse()?,
+            arg(4)?.parse()?,
+        ))?,
+        "reads" => runtime.block_on(reads(arg(1)?, arg(2)?, arg(3)?.parse()?, arg(4)?.parse()?))?,
+        other => anyhow::bail!("unknown phase {other}"),
+    };
+    println!("{result}");
+    Ok(())
+}
