@@ -162,11 +162,24 @@ impl TestOperator {
         identity: &str,
         resync: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_watching(bed, admin, ns, identity, resync, &[ns]).await
+    }
+
+    /// Starts the operator at home in `ns` (its ServiceAccount and election
+    /// Lease) watching the namespaces `watched`.
+    pub async fn start_watching(
+        bed: &TestBed,
+        admin: &Client,
+        ns: &TestNamespace,
+        identity: &str,
+        resync: Duration,
+        watched: &[&TestNamespace],
+    ) -> anyhow::Result<Self> {
         let binding = install_operator_rbac(admin, ns, identity).await?;
         let client = bed.service_account_client(ns, OPERATOR).await?;
         let metrics = crate::free_address()?;
         let options = Options {
-            namespaces: vec![ns.name.clone()],
+            namespaces: watched.iter().map(|watched| watched.name.clone()).collect(),
             metrics_listen: metrics,
             election: Some(Election {
                 namespace: ns.name.clone(),

@@ -191,6 +191,58 @@ async fn every_granted_verb_is_used_none_refused_and_renewals_cost_no_read() -> 
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operator_reconciles_the_namespaces_it_watches_and_no_other() -> anyhow::Result<()> {
+    let bed = TestBed::from_env()?;
+    bed.run(async {
+        let admin = bed.kube_client().await?;
+        install_crds(&admin).await?;
+        let home = TestNamespace::create(&admin, "watch-home").await?;
+        let (a, b, other) = (
+            TestNamespace::create(&admin, "watch-a").await?,
+            TestNamespace::create(&admin, "watch-b").await?,
+            TestNamespace::create(&admin, "watch-other").await?,
+        );
+        for ns in [&a, &b, &other] {
+            ns.api::<LotusFollowerCluster>()
+                .create(
+                    &PostParams::default(),
+                    &fleet("fleet", json!({"replicas": 1}))?,
+                )
+                .await?;
+        }
+        let operator =
+            TestOperator::start_watching(&bed, &admin, &home, "operator-a", RESYNC, &[&a, &b])
+                .await?;
+        for ns in [&a, &b] {
+            wait_for_phase(&ns.api::<LotusFollowerCluster>(), "fleet", "Syncing", "1/1").await?;
+        }
+        // By now a third namespace's fleet would have its children too.
+        let untouched = other.api::<LotusFollowerCluster>().get("fleet").await?;
+        assert_eq!(
+            untouched.status, None,
+            "a namespace not watched was reconciled"
+        );
+        let children = other
+            .api::<Deployment>()
+            .list_metadata(&Default::default())
+            .await?
+            .items
+            .len();
+        assert_eq!(children, 0);
+        println!(
+            "watching {} and {}: both fleets Syncing; {} untouched",
+            a.name, b.name, other.name
+        );
+        operator.stop().await?;
+        for ns in [a, b, other, home] {
+            ns.delete().await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// `kubectl auth can-i` as the operator's ServiceAccount.
 fn can_i(bed: &TestBed, user: &str, args: &[&str]) -> anyhow::Result<bool> {
     let output = Command::new("kubectl")
