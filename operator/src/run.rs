@@ -213,7 +213,7 @@ async fn discover(client: &Client, options: &Options) -> Result<Environment, kub
 }
 
 /// Resolves when discovery no longer finds what `environment` says (the
-/// Prometheus Operator's CRD installed or removed), looking every `interval`.
+/// Prometheus Operator's CRD installed or removed), looking every [`REDISCOVERY_INTERVAL`].
 async fn rediscovered(client: Client, options: Options, environment: Environment) {
     loop {
         tokio::time::sleep(REDISCOVERY_INTERVAL).await;
@@ -422,7 +422,7 @@ async fn controller(
             network_policies,
             service_monitors,
         },
-        caches_ready: std::sync::OnceLock::new(),
+        caches_listed: std::sync::OnceLock::new(),
         status_written: std::sync::Mutex::new(HashMap::new()),
     };
     tracing::info!(

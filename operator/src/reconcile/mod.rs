@@ -76,7 +76,7 @@ pub struct Context {
     pub environment: Environment,
     pub caches: Caches,
     /// Set once every cache has listed (see [`Caches::ready`]).
-    pub caches_ready: std::sync::OnceLock<()>,
+    pub caches_listed: std::sync::OnceLock<()>,
     /// When each cluster's status was last written (by UID): the rate limit.
     pub status_written: Mutex<HashMap<String, Instant>>,
 }
@@ -84,12 +84,12 @@ pub struct Context {
 impl Context {
     /// Whether every cache has listed, without waiting.
     fn caches_ready(&self) -> bool {
-        if self.caches_ready.get().is_some() {
+        if self.caches_listed.get().is_some() {
             return true;
         }
         let ready = matches!(self.caches.ready().now_or_never(), Some(Ok(())));
         if ready {
-            let _ = self.caches_ready.set(());
+            let _ = self.caches_listed.set(());
         }
         ready
     }
