@@ -1,11 +1,29 @@
 //! The CQL side: sessions as the test superuser or a test's own role, and a fresh
 //! keyspace and role per test.
 
+use std::time::Duration;
+
+use lotus_follower::store::cql::CqlOptions;
 use scylla::client::{session::Session, session_builder::SessionBuilder};
 
 use crate::{TestBed, names};
 
 impl TestBed {
+    /// The CQL store's options for `keyspace` on the test bed's Cassandra, as
+    /// the test superuser (plaintext, 10 s request timeout).
+    pub fn cql_store_options(&self, keyspace: &str) -> CqlOptions {
+        CqlOptions {
+            contact_points: vec![self.cql_node.clone()],
+            keyspace: keyspace.to_owned(),
+            username: Some(self.cql_username.clone()),
+            password: Some(self.cql_password.clone()),
+            request_timeout: Duration::from_secs(10),
+            local_dc: None,
+            address_map: Vec::new(),
+            tls_ca_file: None,
+        }
+    }
+
     /// A session as the test superuser, for set-up: creating keyspaces and roles.
     pub async fn cql_superuser_session(&self) -> anyhow::Result<Session> {
         self.cql_session_as(&self.cql_username, &self.cql_password)

@@ -2,12 +2,7 @@
 //! suite every backend passes (the embedded one runs it in `follower/`), each
 //! check in a keyspace of its own.
 
-use std::time::Duration;
-
-use lotus_follower::{
-    store::cql::{CqlOptions, CqlStore},
-    store_conformance_tests,
-};
+use lotus_follower::{store::cql::CqlStore, store_conformance_tests};
 use lotus_follower_e2e::{TestBed, TestKeyspace};
 
 /// Drops the test's keyspace when the check ends.
@@ -39,16 +34,7 @@ fn open() -> anyhow::Result<(Keyspace, CqlStore)> {
     let keyspace = tokio::runtime::Runtime::new()?.block_on(async {
         TestKeyspace::create(&bed.cql_superuser_session().await?, "store").await
     })?;
-    let store = CqlStore::connect(&CqlOptions {
-        contact_points: vec![bed.cql_node.clone()],
-        keyspace: keyspace.name.clone(),
-        username: Some(bed.cql_username.clone()),
-        password: Some(bed.cql_password.clone()),
-        request_timeout: Duration::from_secs(10),
-        local_dc: None,
-        address_map: Vec::new(),
-        tls_ca_file: None,
-    })?;
+    let store = CqlStore::connect(&bed.cql_store_options(&keyspace.name))?;
     store.create_tables()?;
     Ok((
         Keyspace {

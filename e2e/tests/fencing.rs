@@ -3,14 +3,11 @@
 //! Cassandra. The CQL backend reads nothing before its conditional update, so
 //! the refusal comes from the lightweight transaction's own condition.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use lotus_follower::{
     ingest::IngestError,
-    store::{
-        Store, StoreError,
-        cql::{CqlOptions, CqlStore},
-    },
+    store::{Store, StoreError, cql::CqlStore},
 };
 use lotus_follower_e2e::{DevnetLeader, TestBed, TestKeyspace};
 
@@ -20,16 +17,7 @@ async fn a_deposed_ingester_is_refused_by_the_database() -> anyhow::Result<()> {
     bed.run(async {
         let admin = bed.cql_superuser_session().await?;
         let keyspace = TestKeyspace::create(&admin, "fencing").await?;
-        let options = CqlOptions {
-            contact_points: vec![bed.cql_node.clone()],
-            keyspace: keyspace.name.clone(),
-            username: Some(bed.cql_username.clone()),
-            password: Some(bed.cql_password.clone()),
-            request_timeout: Duration::from_secs(10),
-            local_dc: None,
-            address_map: Vec::new(),
-            tls_ca_file: None,
-        };
+        let options = bed.cql_store_options(&keyspace.name);
         let store: Arc<CqlStore> =
             Arc::new(tokio::task::spawn_blocking(move || CqlStore::connect(&options)).await??);
         let mut leader = DevnetLeader::start(20).await?;

@@ -52,16 +52,7 @@ async fn an_outage_under_load_gives_errors_then_full_recovery_never_wrong_answer
 
         // The chain in Cassandra (written directly) and in an embedded store
         // (the reference answers).
-        let direct = CqlOptions {
-            contact_points: vec![bed.cql_node.clone()],
-            keyspace: keyspace.name.clone(),
-            username: Some(bed.cql_username.clone()),
-            password: Some(bed.cql_password.clone()),
-            request_timeout: Duration::from_secs(10),
-            local_dc: None,
-            tls_ca_file: None,
-            address_map: Vec::new(),
-        };
+        let direct = bed.cql_store_options(&keyspace.name);
         let through_proxy = CqlOptions {
             contact_points: vec![proxy.address.to_string()],
             // Short, so calls during the outage fail fast.

@@ -5,7 +5,7 @@
 //! stored block's subtree must be complete ("present ⇒ complete"), for the
 //! ingester and for import.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use lotus_follower::{
     chain::Network,
@@ -17,19 +17,6 @@ use lotus_follower::{
     testdata,
 };
 use lotus_follower_e2e::{DevnetLeader, TestBed, TestKeyspace, holes};
-
-fn options(bed: &TestBed, keyspace: &TestKeyspace) -> CqlOptions {
-    CqlOptions {
-        contact_points: vec![bed.cql_node.clone()],
-        keyspace: keyspace.name.clone(),
-        username: Some(bed.cql_username.clone()),
-        password: Some(bed.cql_password.clone()),
-        request_timeout: Duration::from_secs(10),
-        local_dc: None,
-        address_map: Vec::new(),
-        tls_ca_file: None,
-    }
-}
 
 /// Connects outside the async runtime (the store runs one of its own).
 async fn connect(options: CqlOptions) -> anyhow::Result<Arc<CqlStore>> {
@@ -50,7 +37,7 @@ async fn a_failed_ingest_write_leaves_no_stored_node_with_holes() -> anyhow::Res
         let keyspace = TestKeyspace::create(&admin, "ingest_fault").await?;
         // Churn: each tipset changes hundreds of state nodes, levels deep.
         let mut leader = DevnetLeader::start(300).await?;
-        let store = connect(options(&bed, &keyspace)).await?;
+        let store = connect(bed.cql_store_options(&keyspace.name)).await?;
         let ingester = leader.ingester(store.clone(), 1)?;
         let sync = || {
             let ingester = ingester.clone();
@@ -109,7 +96,7 @@ async fn a_failed_import_leaves_no_stored_node_with_holes() -> anyhow::Result<()
         let admin = bed.cql_superuser_session().await?;
         for after in FAULTS {
             let keyspace = TestKeyspace::create(&admin, "import_fault").await?;
-            let store = connect(options(&bed, &keyspace)).await?;
+            let store = connect(bed.cql_store_options(&keyspace.name)).await?;
             store.fail_one_block_write_after(after);
             let imported = tokio::task::spawn_blocking({
                 let (store, car) = (store.clone(), car.clone());
