@@ -355,6 +355,52 @@ fn load(
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
 }
 
+/// Requests/s of `wrk` POSTing random ones of `bodies` to `url` over
+/// `connections` kept-alive connections, failing if any answer was not a
+/// JSON-RPC result. wrk is the load generator of the other HTTP benchmarks
+/// (follower/bench/rpc-vs-nginx): its own cost per request is small, so the
+/// follower gets the machine, as it would in production.
+async fn wrk(
+    url: &str,
+    bodies: &[serde_json::Value],
+    seconds: u64,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bodies");
+    let lines: Vec<String> = bodies.iter().map(|body| body.to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n")?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/random-post.lua");
+    let output = tokio::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "-s",
+            script,
+            url,
+        ])
+        .env("BODIES", &file)
+        .output()
+        .await
+        .context("cannot run wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .with_context(|| format!("no \"{prefix}\" in wrk's output: {text}"))
+    };
+    let errors = field("errors")?;
+    anyhow::ensure!(errors == 0.0, "{errors} answers were not results: {text}");
+    field("Requests/sec:")
+}
+
 async fn reads(
     car: &str,
     keyspace: &str,
@@ -387,15 +433,12 @@ async fn reads(
     .await?;
     let url = format!("http://{}/rpc/v1", server.rpc_address);
     let _ = TipSetKey(roots);
-    let agent: ureq::Agent = ureq::Agent::new_with_config(
+    let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
             .build(),
     );
-    let actors: Vec<String> = (1..8)
-        .map(|index| Account::derive(0, index).map(|account| account.address.to_string()))
-        .collect::<Result<_, _>>()?;
-    let call = |body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
+    let call = |body: &serde_json::Value| -> anyhow::Result<serde_json::Value> {
         let text = agent
             .post(&url)
             .header("content-type", "application/json")
@@ -406,32 +449,35 @@ async fn reads(
         anyhow::ensure!(answer.get("result").is_some(), "{answer}");
         Ok(answer)
     };
-    let rpc = |body: serde_json::Value| call(body).map(drop);
-    let (read_obj, get_actor) = tokio::task::block_in_place({
-        || -> anyhow::Result<(f64, f64)> {
-            let read_obj = load(in_flight, seconds, |n| {
-                let cid = cids[(n % cids.len() as u64) as usize];
-                rpc(
-                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainReadObj", "params": [{"/": cid.to_string()}]}),
-                )
-            })?;
-            // The tipsets' keys first (untimed): the timed calls are StateGetActor only.
-            let keys: Vec<serde_json::Value> = (1..=head_height.max(1))
-                .map(|height| {
-                    call(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}))
-                        .map(|tipset| tipset["result"]["Cids"].clone())
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let get_actor = load(in_flight, seconds, |n| {
-                let key = &keys[(n % keys.len() as u64) as usize];
-                let actor = &actors[(n / 7 % actors.len() as u64) as usize];
-                rpc(
-                    json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateGetActor", "params": [actor, key]}),
-                )
-            })?;
-            Ok((read_obj, get_actor))
+    let read_obj: Vec<serde_json::Value> = cids
+        .iter()
+        .map(|cid| json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainReadObj", "params": [{"/": cid.to_string()}]}))
+        .collect();
+    // The tipsets' keys first (unmeasured): the measured calls are
+    // StateGetActor only, of the devnet's accounts at every height.
+    let get_actor: Vec<serde_json::Value> = tokio::task::block_in_place(|| {
+        let mut requests = Vec::new();
+        for height in 1..=head_height.max(1) {
+            let tipset = call(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.ChainGetTipSetByHeight", "params": [height, null]}),
+            )?;
+            for index in 1..8 {
+                let actor = Account::derive(0, index)?.address.to_string();
+                requests.push(json!({"jsonrpc": "2.0", "id": 1, "method": "Filecoin.StateGetActor", "params": [actor, tipset["result"]["Cids"]]}));
+            }
         }
+        anyhow::Ok(requests)
     })?;
+    // Some of each answer before the clock starts.
+    tokio::task::block_in_place(|| {
+        read_obj
+            .iter()
+            .take(100)
+            .chain(get_actor.iter().take(100))
+            .try_for_each(|body| call(body).map(drop))
+    })?;
+    let read_obj = wrk(&url, &read_obj, seconds, in_flight).await?;
+    let get_actor = wrk(&url, &get_actor, seconds, in_flight).await?;
     // The store alone (no RPC, no HTTP): the same blocks through `get_block`.
     let store_reads = tokio::task::block_in_place(|| {
         load(in_flight, seconds, |n| {
