@@ -198,6 +198,9 @@ fn import_phase(car: &str, keyspace: &str) -> anyhow::Result<serde_json::Value> 
     }))
 }
 
+/// Epochs the leader produces before the ingester starts, for the catch-up.
+const CATCH_UP_EPOCHS: i64 = 20;
+
 async fn ingest_phase(
     keyspace: &str,
     target_rate: f64,
@@ -240,17 +243,47 @@ async fn ingest_phase(
         1,
         Metrics::new()?,
     ));
+    // Catching up: the leader produces `CATCH_UP_EPOCHS` epochs first
+    // (unmeasured), then the ingester copies them all in one sync, with the
+    // leader only serving: the ingester's own rate, not shared with the
+    // devnet's production (its signing and its own database take most of
+    // this machine's two cores while it produces).
+    let mut devnet = devnet;
+    let mut height = 0;
+    let mut catch_up_objects = 0;
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        while height < CATCH_UP_EPOCHS {
+            height += 1;
+            if let Step::Produced { objects, .. } = devnet.produce(height)? {
+                catch_up_objects += objects;
+            }
+        }
+        Ok(())
+    })?;
+    let caught_up = Instant::now();
+    let synced = tokio::task::spawn_blocking({
+        let ingester = ingester.clone();
+        move || ingester.sync_once()
+    })
+    .await??
+    .context("the catch-up synced nothing")?;
+    let catch_up_seconds = caught_up.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        synced.height == height,
+        "the catch-up stopped at {} of {height}",
+        synced.height
+    );
+
     let stop = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicU64::new(0));
-    let leader_height = Arc::new(AtomicU64::new(0));
+    let leader_height = Arc::new(AtomicU64::new(height as u64));
     // The leader: produces epochs back to back, paced to `target_rate` objects/s.
     let producer = std::thread::spawn({
         let (stop, produced, leader_height) =
             (stop.clone(), produced.clone(), leader_height.clone());
-        let mut devnet = devnet;
         move || -> anyhow::Result<()> {
             let started = Instant::now();
-            let mut height = 0;
+            let mut height = height;
             while !stop.load(Ordering::SeqCst) {
                 height += 1;
                 if let Step::Produced { objects, .. } = devnet.produce(height)? {
@@ -309,7 +342,11 @@ async fn ingest_phase(
     server.stop().await;
     let half = lags.len() / 2;
     Ok(json!({
-        "phase": "ingest", "seconds": window, "objects": objects,
+        "phase": "ingest",
+        "catch_up_epochs": CATCH_UP_EPOCHS, "catch_up_objects": synced.objects,
+        "catch_up_leader_objects": catch_up_objects, "catch_up_seconds": catch_up_seconds,
+        "catch_up_objects_per_s": synced.objects as f64 / catch_up_seconds,
+        "seconds": window, "objects": objects,
         "objects_per_s": objects as f64 / window,
         "leader_objects_per_s": produced_in_window as f64 / window,
         "target_objects_per_s": target_rate, "churn": churn,

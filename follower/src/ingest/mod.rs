@@ -121,6 +121,19 @@ type RecentBlocks = quick_cache::sync::Cache<Cid, Arc<[u8]>, BlockWeight>;
 /// Raw blocks with their CIDs.
 type Blocks = Vec<(Cid, Vec<u8>)>;
 
+/// Tipsets fetched ahead of the one being written: one, so the leader and
+/// the database work at once while memory holds at most two tipsets' blocks.
+const PIPELINE_DEPTH: usize = 1;
+
+/// One tipset fetched and indexed, ready to be written.
+struct Prepared {
+    tipset: TipSet,
+    /// Its new blocks, children first (see [`children_first`]).
+    levels: Vec<Blocks>,
+    indices: WriteBatch,
+    objects: usize,
+}
+
 /// The blocks a sync fetched (with their links), then the blocks recently
 /// written or read, then the store: indexing a tipset resolves its senders in
 /// state trees mostly written by the tipsets just before it.
@@ -243,14 +256,36 @@ impl Ingester {
             synced.height = tipset.height();
             return Ok(Some(synced));
         }
-        for (tipset, headers) in pending.into_iter().rev() {
-            let objects = self.write_tipset(&tipset, headers, &mut version)?;
-            self.metrics.ingest_tipsets.inc();
-            self.metrics.ingest_objects.inc_by(objects as u64);
-            synced.objects += objects;
-            synced.tipsets += 1;
-            synced.height = tipset.height();
-        }
+        // Two stages: while one tipset is written, the next is fetched from
+        // the leader (the database and the leader work at once). Tipsets are
+        // written strictly in order, each whole before the next starts, so a
+        // block fetched for an earlier tipset is stored before any parent a
+        // later one writes; whatever fails ends the sync, and the retry
+        // starts again from the store's head.
+        let in_flight = &Mutex::new(std::collections::HashSet::new());
+        std::thread::scope(|scope| {
+            let (prepared_tx, prepared) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
+            let fetcher = scope.spawn(move || -> Result<(), IngestError> {
+                for (tipset, headers) in pending.into_iter().rev() {
+                    let next = self.prepare(tipset, headers, in_flight)?;
+                    if prepared_tx.send(next).is_err() {
+                        break; // the writer failed and stopped
+                    }
+                }
+                Ok(())
+            });
+            for next in prepared {
+                let (height, objects) = self.write_tipset(next, in_flight, &mut version)?;
+                self.metrics.ingest_tipsets.inc();
+                self.metrics.ingest_objects.inc_by(objects as u64);
+                synced.objects += objects;
+                synced.tipsets += 1;
+                synced.height = height;
+            }
+            fetcher
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         Ok(Some(synced))
     }
 
@@ -260,20 +295,25 @@ impl Ingester {
     fn fetch_dags(
         &self,
         roots: Vec<Cid>,
+        in_flight: &Mutex<std::collections::HashSet<Cid>>,
         fetched: &mut HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
     ) -> Result<(), IngestError> {
         let mut frontier = roots;
         while !frontier.is_empty() {
             let mut seen = std::collections::HashSet::new();
-            let candidates: Vec<Cid> = frontier
-                .into_iter()
-                .filter(|cid| {
-                    !is_identity(cid)
-                        && !fetched.contains_key(cid)
-                        && self.known_complete.get(cid).is_none()
-                        && seen.insert(*cid)
-                })
-                .collect();
+            let candidates: Vec<Cid> = {
+                let in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                frontier
+                    .into_iter()
+                    .filter(|cid| {
+                        !is_identity(cid)
+                            && !fetched.contains_key(cid)
+                            && !in_flight.contains(cid)
+                            && self.known_complete.get(cid).is_none()
+                            && seen.insert(*cid)
+                    })
+                    .collect()
+            };
             let complete = self.store.complete_blocks(&candidates)?;
             let mut wanted = Vec::new();
             for (cid, complete) in candidates.into_iter().zip(complete) {
@@ -294,15 +334,15 @@ impl Ingester {
         Ok(())
     }
 
-    /// Writes one tipset: its DAGs (complete), its headers, its indices, then
-    /// the head, from the head `version` this writer last saw (updated).
-    /// Returns the blocks written.
-    fn write_tipset(
+    /// Fetches what one tipset adds — its DAGs, minus what is stored
+    /// complete or fetched already for an earlier tipset of this sync — and
+    /// indexes it, ready to be written.
+    fn prepare(
         &self,
-        tipset: &TipSet,
-        headers: Vec<(Cid, Vec<u8>)>,
-        version: &mut Option<u64>,
-    ) -> Result<usize, IngestError> {
+        tipset: TipSet,
+        headers: Blocks,
+        in_flight: &Mutex<std::collections::HashSet<Cid>>,
+    ) -> Result<Prepared, IngestError> {
         let mut roots = Vec::new();
         for header in tipset.blocks() {
             roots.extend([
@@ -312,50 +352,75 @@ impl Ingester {
             ]);
         }
         let mut fetched = HashMap::new();
-        self.fetch_dags(roots, &mut fetched)?;
+        self.fetch_dags(roots, in_flight, &mut fetched)?;
         for (cid, bytes) in headers {
             let linked = links(&cid, &bytes);
             fetched.insert(cid, (bytes, linked));
         }
-        let objects = fetched.len();
+        // The next tipsets' senders resolve in the state this one brings,
+        // which may not be written yet when they are indexed.
+        for (cid, (bytes, _)) in &fetched {
+            self.recent.insert(*cid, Arc::from(bytes.as_slice()));
+        }
+        in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(fetched.keys().copied());
         // Indexed from the blocks in hand (the store behind them), before
         // they are written: the tipset's messages and state are mostly new.
-        let mut batch = WriteBatch::default();
+        let mut indices = WriteBatch::default();
         index_tipset(
             &Fetched {
                 blocks: &fetched,
                 recent: &self.recent,
                 store: StoreBlockstore(self.store.as_ref()),
             },
-            tipset,
+            &tipset,
             self.network,
-            &mut batch,
+            &mut indices,
         )?;
-        let fetched: Vec<Linked> = fetched
-            .into_iter()
-            .map(|(cid, (bytes, linked))| (cid, bytes, linked))
-            .collect();
-        // A level at a time, children first: whatever fails, every block
-        // stored has its whole subtree stored, and a retry descends into the
-        // rest.
-        for level in children_first(fetched) {
+        let objects = fetched.len();
+        let levels = children_first(
+            fetched
+                .into_iter()
+                .map(|(cid, (bytes, linked))| (cid, bytes, linked))
+                .collect::<Vec<Linked>>(),
+        );
+        Ok(Prepared {
+            tipset,
+            levels,
+            indices,
+            objects,
+        })
+    }
+
+    /// Writes one prepared tipset: its blocks a level at a time, children
+    /// first (whatever fails, every block stored has its whole subtree
+    /// stored, and a retry descends into the rest), then its indices, then
+    /// the head, from the head `version` this writer last saw (updated).
+    /// Returns the height and the blocks written.
+    fn write_tipset(
+        &self,
+        prepared: Prepared,
+        in_flight: &Mutex<std::collections::HashSet<Cid>>,
+        version: &mut Option<u64>,
+    ) -> Result<(i64, usize), IngestError> {
+        for level in prepared.levels {
             let cids: Vec<Cid> = level.iter().map(|(cid, _)| *cid).collect();
-            // The next tipset's senders resolve in the state this one wrote.
-            for (cid, bytes) in &level {
-                self.recent.insert(*cid, Arc::from(bytes.as_slice()));
-            }
             self.store.write(WriteBatch {
                 blocks: level,
                 ..WriteBatch::default()
             })?;
+            let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for cid in cids {
                 self.known_complete.insert(cid, ());
+                in_flight.remove(&cid);
             }
         }
         // The indices after the blocks they name; the head last.
-        self.store.write(batch)?;
-        self.move_head(tipset, version)?;
-        Ok(objects)
+        self.store.write(prepared.indices)?;
+        self.move_head(&prepared.tipset, version)?;
+        Ok((prepared.tipset.height(), prepared.objects))
     }
 
     /// Makes `tipset` the head, from the head `version` this writer last saw
