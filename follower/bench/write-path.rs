@@ -32,16 +32,17 @@ use std::{
 use anyhow::Context;
 use cid::Cid;
 use futures::{StreamExt, TryStreamExt, stream};
+use fvm_ipld_blockstore::Blockstore;
 use lotus_follower::{
-    chain::{Network, TipSetKey},
+    chain::{BlockHeader, Network, TipSet, TipSetKey, cbor},
     devnet::{Devnet, DevnetOptions, Step, keys::Account},
-    import::{CarStream, Frame, import, links},
+    import::{CarStream, Frame, import, index_tipset, links},
     ingest::{Ingester, leader::Leader},
     metrics::Metrics,
     rpc::auth::Auth,
     serve::{ServeOptions, start},
     store::{
-        Store,
+        Store, WriteBatch,
         cql::{CqlOptions, CqlStore},
         embedded::EmbeddedStore,
     },
@@ -148,38 +149,140 @@ async fn session(keyspace: &str) -> anyhow::Result<scylla::client::session::Sess
         .await?)
 }
 
-/// The baseline: the same rows as the store's `blocks` table, in a table of
-/// the same shape, as prepared INSERTs, `in_flight` at a time.
+/// The index rows an import of the CAR writes, computed as the import does
+/// (every tipset from the head down), without a store.
+fn index_rows(roots: &[Cid], blocks: &[(Cid, Vec<u8>)]) -> anyhow::Result<WriteBatch> {
+    let memory = fvm_ipld_blockstore::MemoryBlockstore::new();
+    for (cid, data) in blocks {
+        memory.put_keyed(cid, data)?;
+    }
+    let mut batch = WriteBatch::default();
+    let mut key = TipSetKey(roots.to_vec());
+    loop {
+        let headers = key
+            .cids()
+            .iter()
+            .map(|cid| {
+                let data = memory
+                    .get(cid)?
+                    .with_context(|| format!("{cid} is not in the CAR"))?;
+                Ok(cbor::decode::<BlockHeader>(cid, &data)?)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tipset = TipSet::new(headers)?;
+        index_tipset(&memory, &tipset, Network::Devnet, &mut batch)?;
+        if tipset.height() == 0 {
+            return Ok(batch);
+        }
+        key = tipset.parents();
+    }
+}
+
+/// The baseline: the rows an import of the CAR writes — its blocks, then
+/// its index rows — with the same keys and values, into tables of the
+/// store's own schema, as plain prepared INSERTs, `in_flight` at a time, with
+/// none of the store's ordering. The values are encoded as `CqlStore` encodes
+/// them (store/cql.rs).
 async fn raw(car: &str, keyspace: &str, in_flight: usize) -> anyhow::Result<serde_json::Value> {
-    let (_, blocks) = read_car(car)?;
+    let (roots, blocks) = read_car(car)?;
+    let indices = index_rows(&roots, &blocks)?;
+    tokio::task::spawn_blocking({
+        let keyspace = keyspace.to_owned();
+        move || {
+            CqlStore::connect(&cql_options(&keyspace)?)?
+                .create_tables()
+                .map_err(anyhow::Error::from)
+        }
+    })
+    .await??;
     let session = session(keyspace).await?;
-    session
-        .query_unpaged(
-            "CREATE TABLE IF NOT EXISTS raw_blocks (k blob, chunk int, chunks int, data blob, PRIMARY KEY ((k), chunk))",
-            (),
-        )
-        .await?;
-    let mut insert = session
-        .prepare("INSERT INTO raw_blocks (k, chunk, chunks, data) VALUES (?, ?, ?, ?)")
-        .await?;
-    insert.set_consistency(scylla::statement::Consistency::Quorum);
-    let started = Instant::now();
-    stream::iter(&blocks)
+    let prepare = |statement: &'static str| {
+        let session = &session;
+        async move {
+            let mut prepared = session.prepare(statement).await?;
+            prepared.set_consistency(scylla::statement::Consistency::Quorum);
+            anyhow::Ok(prepared)
+        }
+    };
+    let block = prepare("INSERT INTO blocks (k, chunk, chunks, data) VALUES (?, ?, ?, ?)").await?;
+    let by_height =
+        prepare("INSERT INTO tipsets_by_height (bucket, height, tipset) VALUES (?, ?, ?)").await?;
+    let by_key = prepare("INSERT INTO tipset_keys (normalized, canonical) VALUES (?, ?)").await?;
+    let inclusion =
+        prepare("INSERT INTO inclusions (message, tipset, idx) VALUES (?, ?, ?)").await?;
+    let nonce_use =
+        prepare("INSERT INTO nonce_uses (sender, nonce, message, tipset) VALUES (?, ?, ?, ?)")
+            .await?;
+    // Every row's statement and values, encoded before the clock starts.
+    type Row<'a> = (
+        &'a scylla::statement::prepared::PreparedStatement,
+        Vec<scylla::value::CqlValue>,
+    );
+    use scylla::value::CqlValue::{BigInt, Blob, Int};
+    let mut rows: Vec<Row> = blocks
+        .iter()
         .map(|(cid, data)| {
-            let (session, insert) = (&session, &insert);
-            async move {
-                session
-                    .execute_unpaged(insert, (cid.hash().to_bytes(), 0i32, 1i32, data))
-                    .await
-            }
+            (
+                &block,
+                vec![
+                    Blob(cid.hash().to_bytes()),
+                    Int(0),
+                    Int(1),
+                    Blob(data.clone()),
+                ],
+            )
         })
+        .collect();
+    let block_rows = rows.len();
+    for (height, tipset) in &indices.tipsets {
+        rows.push((
+            &by_height,
+            vec![
+                BigInt(height.div_euclid(2880)),
+                BigInt(*height),
+                Blob(tipset.to_bytes()),
+            ],
+        ));
+        rows.push((
+            &by_key,
+            vec![
+                Blob(tipset.normalized().to_bytes()),
+                Blob(tipset.to_bytes()),
+            ],
+        ));
+    }
+    for (message, included) in &indices.inclusions {
+        rows.push((
+            &inclusion,
+            vec![
+                Blob(message.to_bytes()),
+                Blob(included.tipset.to_bytes()),
+                Int(included.index as i32),
+            ],
+        ));
+    }
+    for (sender, nonce, used) in &indices.nonce_uses {
+        rows.push((
+            &nonce_use,
+            vec![
+                Blob(sender.to_bytes()),
+                BigInt(*nonce as i64),
+                Blob(used.message.to_bytes()),
+                Blob(used.tipset.to_bytes()),
+            ],
+        ));
+    }
+    let started = Instant::now();
+    stream::iter(&rows)
+        .map(|(statement, values)| session.execute_unpaged(statement, values))
         .buffer_unordered(in_flight)
         .try_collect::<Vec<_>>()
         .await?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(json!({
-        "phase": "raw", "rows": blocks.len(), "seconds": seconds,
-        "rows_per_s": blocks.len() as f64 / seconds, "in_flight": in_flight,
+        "phase": "raw", "rows": rows.len(), "block_rows": block_rows,
+        "index_rows": rows.len() - block_rows, "seconds": seconds,
+        "rows_per_s": rows.len() as f64 / seconds, "in_flight": in_flight,
         "peak_rss_mib": peak_rss_mib(),
     }))
 }
@@ -300,13 +403,20 @@ async fn ingest_phase(
         }
     });
     let ingested = Arc::new(AtomicU64::new(0));
+    let ingested_rows = Arc::new(AtomicU64::new(0));
     let follower = std::thread::spawn({
-        let (stop, ingested, ingester) = (stop.clone(), ingested.clone(), ingester.clone());
+        let (stop, ingested, ingested_rows, ingester) = (
+            stop.clone(),
+            ingested.clone(),
+            ingested_rows.clone(),
+            ingester.clone(),
+        );
         move || -> anyhow::Result<()> {
             while !stop.load(Ordering::SeqCst) {
                 match ingester.sync_once()? {
                     Some(synced) => {
                         ingested.fetch_add(synced.objects as u64, Ordering::SeqCst);
+                        ingested_rows.fetch_add(synced.rows, Ordering::SeqCst);
                     }
                     None => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -320,6 +430,7 @@ async fn ingest_phase(
     // Warm-up excluded: counting starts after the first 5 s.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (start_objects, start_time) = (ingested.load(Ordering::SeqCst), Instant::now());
+    let start_rows = ingested_rows.load(Ordering::SeqCst);
     let start_produced = produced.load(Ordering::SeqCst);
     while started.elapsed() < Duration::from_secs(seconds + 5) {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -331,6 +442,7 @@ async fn ingest_phase(
     }
     let window = start_time.elapsed().as_secs_f64();
     let objects = ingested.load(Ordering::SeqCst) - start_objects;
+    let rows = ingested_rows.load(Ordering::SeqCst) - start_rows;
     let produced_in_window = produced.load(Ordering::SeqCst) - start_produced;
     stop.store(true, Ordering::SeqCst);
     producer
@@ -346,8 +458,9 @@ async fn ingest_phase(
         "catch_up_epochs": CATCH_UP_EPOCHS, "catch_up_objects": synced.objects,
         "catch_up_leader_objects": catch_up_objects, "catch_up_seconds": catch_up_seconds,
         "catch_up_objects_per_s": synced.objects as f64 / catch_up_seconds,
+        "catch_up_rows": synced.rows, "catch_up_rows_per_s": synced.rows as f64 / catch_up_seconds,
         "seconds": window, "objects": objects,
-        "objects_per_s": objects as f64 / window,
+        "objects_per_s": objects as f64 / window, "rows_per_s": rows as f64 / window,
         "leader_objects_per_s": produced_in_window as f64 / window,
         "target_objects_per_s": target_rate, "churn": churn,
         "lag_epochs_max": max_lag, "lag_epochs_end": lags.last().copied().unwrap_or(0),

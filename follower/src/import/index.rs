@@ -106,10 +106,6 @@ pub fn index_tipset<BS: Blockstore>(
 
 /// Indexes the chain from `head` down, reading its blocks from `blocks` (an
 /// import reads its own input, locally) and writing the indices to `store`.
-fn index_rows(batch: &WriteBatch) -> u64 {
-    (2 * batch.tipsets.len() + batch.inclusions.len() + batch.nonce_uses.len()) as u64
-}
-
 pub fn index_chain<BS: Blockstore>(
     store: &dyn Store,
     blocks: &BS,
@@ -139,8 +135,8 @@ pub fn index_chain<BS: Blockstore>(
         }
         // By rows too: a tipset can carry thousands of messages, and what a
         // batch holds is the import's memory.
-        if batch.tipsets.len() >= FLUSH_TIPSETS || index_rows(&batch) >= FLUSH_ROWS as u64 {
-            indexed.rows += index_rows(&batch);
+        if batch.tipsets.len() >= FLUSH_TIPSETS || batch.index_rows() >= FLUSH_ROWS as u64 {
+            indexed.rows += batch.index_rows();
             store.write(std::mem::take(&mut batch))?;
         }
         next = if tipset.height() == 0 {
@@ -149,7 +145,7 @@ pub fn index_chain<BS: Blockstore>(
             load_tipset_from(blocks, &tipset.parents())?
         };
     }
-    indexed.rows += index_rows(&batch);
+    indexed.rows += batch.index_rows();
     store.write(batch)?;
     Ok(indexed)
 }

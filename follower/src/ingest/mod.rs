@@ -78,6 +78,8 @@ pub struct Synced {
     pub height: i64,
     pub tipsets: usize,
     pub objects: usize,
+    /// Rows written: the objects' and the index rows.
+    pub rows: u64,
 }
 
 #[derive(Debug)]
@@ -241,6 +243,7 @@ impl Ingester {
             height: store_height.unwrap_or(0),
             tipsets: 0,
             objects: 0,
+            rows: 0,
         };
         // The head's version as this sync found it, carried from one head to
         // the next: the store's compare-and-set then refuses the sync if any
@@ -275,7 +278,9 @@ impl Ingester {
                 Ok(())
             });
             for next in prepared {
-                let (height, objects) = self.write_tipset(next, in_flight, &mut version)?;
+                let (height, objects) = (next.tipset.height(), next.objects);
+                synced.rows += objects as u64 + next.indices.index_rows();
+                self.write_tipset(next, in_flight, &mut version)?;
                 self.metrics.ingest_tipsets.inc();
                 self.metrics.ingest_objects.inc_by(objects as u64);
                 synced.objects += objects;
@@ -398,13 +403,12 @@ impl Ingester {
     /// first (whatever fails, every block stored has its whole subtree
     /// stored, and a retry descends into the rest), then its indices, then
     /// the head, from the head `version` this writer last saw (updated).
-    /// Returns the height and the blocks written.
     fn write_tipset(
         &self,
         prepared: Prepared,
         in_flight: &Mutex<std::collections::HashSet<Cid>>,
         version: &mut Option<u64>,
-    ) -> Result<(i64, usize), IngestError> {
+    ) -> Result<(), IngestError> {
         for level in prepared.levels {
             let cids: Vec<Cid> = level.iter().map(|(cid, _)| *cid).collect();
             self.store.write(WriteBatch {
@@ -419,8 +423,7 @@ impl Ingester {
         }
         // The indices after the blocks they name; the head last.
         self.store.write(prepared.indices)?;
-        self.move_head(&prepared.tipset, version)?;
-        Ok((prepared.tipset.height(), prepared.objects))
+        self.move_head(&prepared.tipset, version)
     }
 
     /// Makes `tipset` the head, from the head `version` this writer last saw

@@ -153,6 +153,7 @@ async fn sync_to(bed: &Bed, ingester: &Arc<Ingester>) -> anyhow::Result<Synced> 
         height: 0,
         tipsets: 0,
         objects: 0,
+        rows: 0,
     };
     for _ in 0..50 {
         if let Some(synced) = sync(ingester).await? {
@@ -160,6 +161,7 @@ async fn sync_to(bed: &Bed, ingester: &Arc<Ingester>) -> anyhow::Result<Synced> 
                 height: synced.height,
                 tipsets: total.tipsets + synced.tipsets,
                 objects: total.objects + synced.objects,
+                rows: total.rows + synced.rows,
             };
         }
         if bed.follower.head()?.map(|head| head.tipset) == Some(target.clone()) {

@@ -86,6 +86,12 @@ impl WriteBatch {
             && self.inclusions.is_empty()
             && self.nonce_uses.is_empty()
     }
+
+    /// The index rows the batch writes: two per tipset (by height, by key),
+    /// one per inclusion and per nonce use.
+    pub fn index_rows(&self) -> u64 {
+        (2 * self.tipsets.len() + self.inclusions.len() + self.nonce_uses.len()) as u64
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
