@@ -412,7 +412,20 @@ async fn admitted_call(
         return Ok(cached);
     }
     let deadline = Deadline::now() + server.limits.request_timeout;
-    let computed = run_blocking(server, entry, Arc::new(params), deadline).await;
+    let without_thread = entry
+        .without_thread
+        .map(|handler| handler(&server.ctx, &params));
+    let computed = match without_thread {
+        Some(methods::WithoutThread::Answer(answer)) => {
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(value) => {
+                    value.and_then(|value| to_raw_within(&value, server.limits.max_response_bytes))
+                }
+                Err(_) => Err(timed_out(server, entry)),
+            }
+        }
+        _ => run_blocking(server, entry, Arc::new(params), deadline).await,
+    };
     if let (Some(key), Ok(result)) = (key, &computed) {
         server.responses.insert(key, result.clone());
     }
@@ -463,6 +476,30 @@ fn shutting_down() -> RpcError {
     RpcError::new(protocol::INTERNAL_ERROR, "the server is shutting down")
 }
 
+fn timed_out(server: &Server, entry: &methods::Method) -> RpcError {
+    RpcError::new(
+        protocol::TIMEOUT,
+        format!(
+            "{} did not finish within {:?} (--request-timeout)",
+            entry.name.trim_start_matches("Filecoin."),
+            server.limits.request_timeout
+        ),
+    )
+}
+
+/// A method's result as JSON, refused over the response size limit.
+fn to_raw_within(value: &Value, max_bytes: usize) -> Result<Arc<RawValue>, RpcError> {
+    let raw = serde_json::value::to_raw_value(value)
+        .map_err(|error| RpcError::new(protocol::INTERNAL_ERROR, error.to_string()))?;
+    if raw.get().len() > max_bytes {
+        return Err(RpcError::limit(format!(
+            "the result of {} bytes is over the limit of {max_bytes} (--max-response-bytes)",
+            raw.get().len()
+        )));
+    }
+    Ok(Arc::from(raw))
+}
+
 /// Runs a handler on a blocking thread, within the store-worker limit and the
 /// deadline, and serializes its result within the response size limit. The
 /// thread cannot be interrupted: on timeout the caller gets its error at once
@@ -474,16 +511,7 @@ async fn run_blocking(
     params: Arc<Vec<Value>>,
     deadline: Deadline,
 ) -> Result<Arc<RawValue>, RpcError> {
-    let timed_out = || {
-        RpcError::new(
-            protocol::TIMEOUT,
-            format!(
-                "{} did not finish within {:?} (--request-timeout)",
-                entry.name.trim_start_matches("Filecoin."),
-                server.limits.request_timeout
-            ),
-        )
-    };
+    let timed_out = || timed_out(server, entry);
     let worker = tokio::time::timeout_at(deadline, server.workers.clone().acquire_owned())
         .await
         .map_err(|_| timed_out())?
@@ -498,16 +526,7 @@ async fn run_blocking(
     let max_bytes = server.limits.max_response_bytes;
     let task = tokio::task::spawn_blocking(move || {
         let _worker = worker;
-        let value = handler(&ctx, &params)?;
-        let raw = serde_json::value::to_raw_value(&value)
-            .map_err(|error| RpcError::new(protocol::INTERNAL_ERROR, error.to_string()))?;
-        if raw.get().len() > max_bytes {
-            return Err(RpcError::limit(format!(
-                "the result of {} bytes is over the limit of {max_bytes} (--max-response-bytes)",
-                raw.get().len()
-            )));
-        }
-        Ok(Arc::from(raw))
+        to_raw_within(&handler(&ctx, &params)?, max_bytes)
     });
     match tokio::time::timeout_at(deadline, task).await {
         Ok(Ok(result)) => result,

@@ -22,9 +22,12 @@ impl Weighter<Cid, Arc<Vec<u8>>> for BlockWeight {
     }
 }
 
+type Blocks = Cache<Cid, Arc<Vec<u8>>, BlockWeight>;
+
 pub struct CachedStore {
     inner: Arc<dyn Store>,
-    blocks: Cache<Cid, Arc<Vec<u8>>, BlockWeight>,
+    /// `None` when the cache is off (a capacity of 0).
+    blocks: Option<Arc<Blocks>>,
     hits: IntCounter,
     misses: IntCounter,
 }
@@ -33,7 +36,10 @@ impl std::fmt::Debug for CachedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachedStore")
             .field("inner", &self.inner)
-            .field("cached_bytes", &self.blocks.weight())
+            .field(
+                "cached_bytes",
+                &self.blocks.as_ref().map_or(0, |blocks| blocks.weight()),
+            )
             .finish()
     }
 }
@@ -48,29 +54,62 @@ impl CachedStore {
         let estimated_items = (capacity_bytes / 1024).clamp(16, 1 << 24) as usize;
         Self {
             inner,
-            blocks: Cache::with_weighter(estimated_items, capacity_bytes, BlockWeight),
+            blocks: (capacity_bytes > 0).then(|| {
+                Arc::new(Cache::with_weighter(
+                    estimated_items,
+                    capacity_bytes,
+                    BlockWeight,
+                ))
+            }),
             hits,
             misses,
         }
+    }
+
+    /// The block if cached, counting the hit (a miss is counted where the
+    /// store is then read).
+    fn cached(&self, cid: &Cid) -> Option<Vec<u8>> {
+        let block = self.blocks.as_ref()?.get(cid)?;
+        self.hits.inc();
+        Some(block.as_ref().clone())
     }
 }
 
 impl Store for CachedStore {
     fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
-        if let Some(block) = self.blocks.get(cid) {
-            self.hits.inc();
-            return Ok(Some(block.as_ref().clone()));
+        if let Some(block) = self.cached(cid) {
+            return Ok(Some(block));
         }
         self.misses.inc();
         let block = self.inner.get_block(cid)?;
-        if let Some(block) = &block {
-            self.blocks.insert(*cid, Arc::new(block.clone()));
+        if let (Some(blocks), Some(block)) = (&self.blocks, &block) {
+            blocks.insert(*cid, Arc::new(block.clone()));
         }
         Ok(block)
     }
 
+    fn get_block_future(&self, cid: Cid) -> Option<super::BlockFuture> {
+        if let Some(block) = self.cached(&cid) {
+            return Some(Box::pin(std::future::ready(Ok(Some(block)))));
+        }
+        let read = self.inner.get_block_future(cid)?;
+        self.misses.inc();
+        let blocks = self.blocks.clone();
+        Some(Box::pin(async move {
+            let block = read.await?;
+            if let (Some(blocks), Some(block)) = (blocks, &block) {
+                blocks.insert(cid, Arc::new(block.clone()));
+            }
+            Ok(block)
+        }))
+    }
+
     fn has_block(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.blocks.get(cid).is_some() || self.inner.has_block(cid)?)
+        Ok(self
+            .blocks
+            .as_ref()
+            .is_some_and(|blocks| blocks.get(cid).is_some())
+            || self.inner.has_block(cid)?)
     }
 
     fn has_complete_block(&self, cid: &Cid) -> Result<bool> {

@@ -241,11 +241,6 @@ impl CqlStore {
             Ok(())
         })
     }
-
-    fn read_block(&self, table: &'static str, cid: &Cid) -> Result<Option<Vec<u8>>> {
-        let cid = *cid;
-        self.run(move |session| async move { fetch_block(&session, table, &cid).await })
-    }
 }
 
 /// An injected write fault: how many `blocks` rows pass before one fails,
@@ -527,12 +522,28 @@ async fn has_table(session: &CachingSession, keyspace: &str, table: &str) -> Res
         .is_some_and(|found| found.tables.contains_key(table)))
 }
 
+/// A block, complete or partial: the complete table first, where nearly
+/// every block is.
+async fn fetch_any_block(session: &CachingSession, cid: &Cid) -> Result<Option<Vec<u8>>> {
+    match fetch_block(session, "blocks", cid).await? {
+        Some(block) => Ok(Some(block)),
+        None => fetch_block(session, "partial_blocks", cid).await,
+    }
+}
+
 impl Store for CqlStore {
     fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>> {
-        match self.read_block("blocks", cid)? {
-            Some(block) => Ok(Some(block)),
-            None => self.read_block("partial_blocks", cid),
-        }
+        let cid = *cid;
+        self.run(move |session| async move { fetch_any_block(&session, &cid).await })
+    }
+
+    /// The driver's requests are futures on any runtime (its connections'
+    /// tasks stay on the store's own), so the caller's runtime awaits them.
+    fn get_block_future(&self, cid: Cid) -> Option<super::BlockFuture> {
+        let session = self.session.clone();
+        Some(Box::pin(
+            async move { fetch_any_block(&session, &cid).await },
+        ))
     }
 
     fn has_block(&self, cid: &Cid) -> Result<bool> {

@@ -135,10 +135,21 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A block read in flight (see [`Store::get_block_future`]).
+pub type BlockFuture = futures::future::BoxFuture<'static, Result<Option<Vec<u8>>>>;
+
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A block, complete or partial. Identity CIDs are answered by
     /// [`StoreBlockstore`], never stored.
     fn get_block(&self, cid: &Cid) -> Result<Option<Vec<u8>>>;
+    /// [`Store::get_block`] as a future that a caller on an async runtime
+    /// awaits without holding a thread: a networked backend's read is a
+    /// request in flight, and a thread per read would cost more than the
+    /// read (see the RPC server's `without_thread` handlers). `None` from a
+    /// local backend, whose reads belong on a blocking thread.
+    fn get_block_future(&self, _cid: Cid) -> Option<BlockFuture> {
+        None
+    }
     /// Whether a block is stored, complete or partial.
     fn has_block(&self, cid: &Cid) -> Result<bool>;
     /// Whether a block is stored with everything it links to: the ingester

@@ -5,7 +5,7 @@ use cid::Cid;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Context, query_error, store_error, to_value};
+use super::{Context, WithoutThread, query_error, store_error, to_value};
 use crate::{
     chain::{
         Message, SignedMessage, TipSet,
@@ -184,6 +184,30 @@ pub fn read_obj(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {
         })
     })?;
     Ok(Value::String(STANDARD.encode(bytes)))
+}
+
+/// `ChainReadObj` awaiting the store's read (see [`super::AsyncHandler`]).
+pub fn read_obj_without_thread(ctx: &Context, params: &[Value]) -> WithoutThread {
+    let cid = match Params::new(params, 1, 1).and_then(|params| params.cid(0)) {
+        Ok(cid) => cid,
+        Err(error) => return WithoutThread::Answer(Box::pin(std::future::ready(Err(error)))),
+    };
+    // Identity CIDs are answered from the CID itself, by the handler.
+    if cid.hash().code() == IDENTITY_HASH {
+        return WithoutThread::Blocking;
+    }
+    let Some(read) = ctx.store.get_block_future(cid) else {
+        return WithoutThread::Blocking;
+    };
+    WithoutThread::Answer(Box::pin(async move {
+        let bytes = read.await.map_err(store_error)?.ok_or_else(|| {
+            query_error(QueryError::NotInStore {
+                what: "object",
+                cid,
+            })
+        })?;
+        Ok(Value::String(STANDARD.encode(bytes)))
+    }))
 }
 
 pub fn has_obj(ctx: &Context, params: &[Value]) -> Result<Value, RpcError> {

@@ -100,6 +100,28 @@ pub fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
 
 pub type Handler = fn(&Context, &[Value]) -> Result<Value, RpcError>;
 
+/// A method's answer computed without a blocking thread, when it can be.
+pub enum WithoutThread {
+    /// The answer, as a future awaited on the server's runtime.
+    Answer(futures::future::BoxFuture<'static, Result<Value, RpcError>>),
+    /// Not this time (a local store): run the method's [`Handler`].
+    Blocking,
+}
+
+impl std::fmt::Debug for WithoutThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WithoutThread::Answer(_) => "Answer",
+            WithoutThread::Blocking => "Blocking",
+        })
+    }
+}
+
+/// The handler of a method that needs one store read at most: a networked
+/// store's read is awaited as a request in flight, with no thread held (the
+/// handoffs to and from a blocking thread would cost more than the read).
+pub type AsyncHandler = fn(&Context, &[Value]) -> WithoutThread;
+
 /// A method: its name, its params' names (for `Discover`), the permission a
 /// caller needs, and its handler.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +130,8 @@ pub struct Method {
     pub params: &'static [&'static str],
     pub perm: Perm,
     pub handler: Handler,
+    /// The answer without a blocking thread, when the store allows it.
+    pub without_thread: Option<AsyncHandler>,
     /// The handler checks a condition once, answering `null` until it holds;
     /// the server re-checks at each head change (`StateWaitMsg`) without
     /// holding a thread in between.
@@ -120,7 +144,21 @@ const fn method(name: &'static str, params: &'static [&'static str], handler: Ha
         params,
         perm: Perm::Read,
         handler,
+        without_thread: None,
         waits: false,
+    }
+}
+
+/// A method with an [`AsyncHandler`] too.
+const fn one_read(
+    name: &'static str,
+    params: &'static [&'static str],
+    handler: Handler,
+    without_thread: AsyncHandler,
+) -> Method {
+    Method {
+        without_thread: Some(without_thread),
+        ..method(name, params, handler)
     }
 }
 
@@ -171,7 +209,12 @@ static COMMON: &[Method] = &[
         &["tipsetKey"],
         chain::messages_in_tipset,
     ),
-    method("Filecoin.ChainReadObj", &["cid"], chain::read_obj),
+    one_read(
+        "Filecoin.ChainReadObj",
+        &["cid"],
+        chain::read_obj,
+        chain::read_obj_without_thread,
+    ),
     method("Filecoin.ChainHasObj", &["cid"], chain::has_obj),
     method("Filecoin.ChainGetGenesis", &[], chain::genesis),
     method("Filecoin.ChainGetPath", &["from", "to"], chain::path),
