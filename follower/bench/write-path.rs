@@ -505,17 +505,17 @@ fn load(
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
 }
 
-/// Requests/s of `wrk` POSTing random ones of `bodies` to `url` over
-/// `connections` kept-alive connections, failing if any answer was not a
-/// JSON-RPC result. wrk is the load generator of the other HTTP benchmarks
+/// The requests and requests/s of `wrk` POSTing random ones of `bodies` to
+/// `url` over `connections` kept-alive connections, failing if any answer
+/// was not a JSON-RPC result. wrk is the load generator of the other HTTP benchmarks
 /// (follower/bench/rpc-vs-nginx): its own cost per request is small, so the
 /// follower gets the machine, as it would in production.
-async fn wrk(
+async fn wrk_counted(
     url: &str,
     bodies: &[serde_json::Value],
     seconds: u64,
     connections: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bodies");
     let lines: Vec<String> = bodies.iter().map(|body| body.to_string()).collect();
@@ -548,7 +548,23 @@ async fn wrk(
     };
     let errors = field("errors")?;
     anyhow::ensure!(errors == 0.0, "{errors} answers were not results: {text}");
-    field("Requests/sec:")
+    // "  123456 requests in 10.00s, 45.67MB read"
+    let requests = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(count, _)| count.trim().parse::<f64>().ok())
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    Ok((requests, field("Requests/sec:")?))
+}
+
+/// [`wrk_counted`]'s rate alone.
+async fn wrk(
+    url: &str,
+    bodies: &[serde_json::Value],
+    seconds: u64,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    Ok(wrk_counted(url, bodies, seconds, connections).await?.1)
 }
 
 async fn reads(
@@ -626,8 +642,27 @@ async fn reads(
             .chain(get_actor.iter().take(100))
             .try_for_each(|body| call(body).map(drop))
     })?;
-    let read_obj = wrk(&url, &read_obj, seconds, in_flight).await?;
-    let get_actor = wrk(&url, &get_actor, seconds, in_flight).await?;
+    let read_obj_per_s = wrk(&url, &read_obj, seconds, in_flight).await?;
+    // Store reads per StateGetActor, from the follower's own count of
+    // blocks read from the store (its cache is off: every read counts).
+    let metrics_url = format!("http://{}/debug/metrics", server.rpc_address);
+    let store_reads = || -> anyhow::Result<f64> {
+        let text = agent
+            .get(&metrics_url)
+            .call()?
+            .body_mut()
+            .read_to_string()?;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(lotus_follower_interfaces::metrics::CACHE_MISSES_TOTAL)
+            })
+            .and_then(|value| value.trim().parse().ok())
+            .context("no store-read count in the follower's metrics")
+    };
+    let reads_before = tokio::task::block_in_place(store_reads)?;
+    let (get_actor_calls, get_actor) = wrk_counted(&url, &get_actor, seconds, in_flight).await?;
+    let reads_per_get_actor =
+        (tokio::task::block_in_place(store_reads)? - reads_before) / get_actor_calls;
     // The store alone (no RPC, no HTTP): the same blocks through `get_block`.
     let store_reads = tokio::task::block_in_place(|| {
         load(in_flight, seconds, |n| {
@@ -637,6 +672,34 @@ async fn reads(
         })
     })?;
     server.stop().await;
+
+    // The RPC layer's own ceiling: ChainReadObj answered from a follower's
+    // response cache, with no database in the answer (the same HTTP, JSON
+    // and wrk; a subset of the blocks, each asked once before the clock).
+    let cached = start(
+        store.clone(),
+        ServeOptions {
+            cache_bytes: 1 << 30,
+            listen: "127.0.0.1:0".parse()?,
+            ..ServeOptions::local(Network::Devnet)
+        },
+    )
+    .await?;
+    let cached_url = format!("http://{}/rpc/v1", cached.rpc_address);
+    let subset = &read_obj[..read_obj.len().min(5000)];
+    // The server learns the head (its cache key) within its poll interval.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| {
+        subset.iter().try_for_each(|body| {
+            agent
+                .post(&cached_url)
+                .header("content-type", "application/json")
+                .send(body.to_string())
+                .map(drop)
+        })
+    })?;
+    let cached_read_obj = wrk(&cached_url, subset, seconds, in_flight).await?;
+    cached.stop().await;
 
     // The raw SELECTs: the same blocks, from the same table, as the same rows.
     let session = session(keyspace).await?;
@@ -667,7 +730,9 @@ async fn reads(
     let selects = done.load(Ordering::Relaxed) as f64 / seconds as f64;
     Ok(json!({
         "phase": "reads", "in_flight": in_flight, "seconds": seconds,
-        "chain_read_obj_per_s": read_obj, "state_get_actor_per_s": get_actor,
+        "chain_read_obj_per_s": read_obj_per_s, "state_get_actor_per_s": get_actor,
+        "cached_chain_read_obj_per_s": cached_read_obj,
+        "store_reads_per_state_get_actor": reads_per_get_actor,
         "store_get_block_per_s": store_reads,
         "raw_selects_per_s": selects, "peak_rss_mib": peak_rss_mib(),
     }))
