@@ -103,9 +103,10 @@ async fn a_select_only_follower_serves_what_the_writer_imported() -> anyhow::Res
 
         // And over RPC from the CQL store.
         let network = Network::Mainnet;
+        let follower_store = follower.clone();
         let server = start(
             follower,
-            ServeOptions::local(network),
+            ServeOptions { cache_bytes: 0, ..ServeOptions::local(network) },
         )
         .await?;
         let url = format!("http://{}/rpc/v1", server.rpc_address);
@@ -116,6 +117,26 @@ async fn a_select_only_follower_serves_what_the_writer_imported() -> anyhow::Res
         let (_, at30) = testdata::post(&url, body.to_string(), None).await?;
         assert_eq!(at30["result"]["Height"], 30);
         println!("over RPC from CQL: ChainHead {}, ChainGetTipSetByHeight(30) {}", head["result"]["Height"], at30["result"]["Height"]);
+        // ChainReadObj awaits the CQL read on the server's runtime: the same
+        // bytes as the store's synchronous read, and a clear error for a
+        // block the store does not hold.
+        let block = imported.head.tipset.cids()[0];
+        let expected = tokio::task::spawn_blocking({
+            let store = follower_store.clone();
+            move || store.get_block(&block)
+        })
+        .await??
+        .expect("the head block is stored");
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": "Filecoin.ChainReadObj", "params": [{"/": block.to_string()}]});
+        let (_, read) = testdata::post(&url, body.to_string(), None).await?;
+        use base64::Engine;
+        assert_eq!(read["result"], base64::engine::general_purpose::STANDARD.encode(&expected), "{read}");
+        let (missing, _) = lotus_follower::chain::cbor::encode_block(&"a block no store holds")?;
+        let body = json!({"jsonrpc": "2.0", "id": 4, "method": "Filecoin.ChainReadObj", "params": [{"/": missing.to_string()}]});
+        let (_, refused) = testdata::post(&url, body.to_string(), None).await?;
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not") && message.contains(&missing.to_string()), "{refused}");
+        println!("ChainReadObj from CQL: {} bytes of {block}; a missing block: {message}", expected.len());
         server.stop().await;
 
         keyspace.drop(&admin).await?;

@@ -207,24 +207,22 @@ impl CqlStore {
         self.fault.disarm();
     }
 
-    /// Runs a query future on the store's runtime and waits for it.
+    /// Runs a query future to completion on the calling thread. The driver's
+    /// connections are tasks on the store's own runtime, so the future only
+    /// waits for their answers; its timers need a runtime's context, the
+    /// store's. No thread hands the work to another and back: a read is one
+    /// wake-up, not three (this is the path of every synchronous read, such
+    /// as a state-tree walk's). Works on any thread, as `Store` promises.
     fn run<T, F>(&self, work: impl FnOnce(Arc<CachingSession>) -> F) -> Result<T>
     where
-        T: Send + 'static,
-        F: Future<Output = Result<T>> + Send + 'static,
+        F: Future<Output = Result<T>>,
     {
         let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| backend("the store is closed"))?;
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        let future = work(self.session.clone());
-        runtime.spawn(async move {
-            let _ = sender.send(future.await);
-        });
-        receiver
-            .recv()
-            .map_err(|_| backend("the store's runtime stopped"))?
+        let _context = runtime.enter();
+        futures::executor::block_on(work(self.session.clone()))
     }
 
     /// Creates the tables of the current schema (idempotent) without
