@@ -123,10 +123,6 @@ type RecentBlocks = quick_cache::sync::Cache<Cid, Arc<[u8]>, BlockWeight>;
 /// Raw blocks with their CIDs.
 type Blocks = Vec<(Cid, Vec<u8>)>;
 
-/// Tipsets fetched ahead of the one being written: one, so the leader and
-/// the database work at once while memory holds at most two tipsets' blocks.
-const PIPELINE_DEPTH: usize = 1;
-
 /// One tipset fetched and indexed, ready to be written.
 struct Prepared {
     tipset: TipSet,
@@ -136,11 +132,16 @@ struct Prepared {
     objects: usize,
 }
 
-/// The blocks a sync fetched (with their links), then the blocks recently
-/// written or read, then the store: indexing a tipset resolves its senders in
-/// state trees mostly written by the tipsets just before it.
+/// The blocks of the tipset being written while the next is prepared.
+type Unwritten = HashMap<Cid, Arc<[u8]>>;
+
+/// The blocks a sync fetched (with their links), then those of the tipset
+/// being written meanwhile, then the blocks recently written or read, then
+/// the store: indexing a tipset resolves its senders in state trees mostly
+/// written by the tipsets just before it.
 struct Fetched<'a> {
     blocks: &'a HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
+    unwritten: &'a Unwritten,
     recent: &'a RecentBlocks,
     store: StoreBlockstore<'a, dyn Store>,
 }
@@ -149,6 +150,9 @@ impl fvm_ipld_blockstore::Blockstore for Fetched<'_> {
     fn get(&self, cid: &Cid) -> anyhow::Result<Option<Vec<u8>>> {
         if let Some((bytes, _)) = self.blocks.get(cid) {
             return Ok(Some(bytes.clone()));
+        }
+        if let Some(bytes) = self.unwritten.get(cid) {
+            return Ok(Some(bytes.to_vec()));
         }
         if let Some(bytes) = self.recent.get(cid) {
             return Ok(Some(bytes.to_vec()));
@@ -165,7 +169,9 @@ impl fvm_ipld_blockstore::Blockstore for Fetched<'_> {
     }
 
     fn has(&self, cid: &Cid) -> anyhow::Result<bool> {
-        Ok(self.blocks.contains_key(cid) || self.store.has(cid)?)
+        Ok(self.blocks.contains_key(cid)
+            || self.unwritten.contains_key(cid)
+            || self.store.has(cid)?)
     }
 }
 
@@ -260,17 +266,20 @@ impl Ingester {
             return Ok(Some(synced));
         }
         // Two stages: while one tipset is written, the next is fetched from
-        // the leader (the database and the leader work at once). Tipsets are
-        // written strictly in order, each whole before the next starts, so a
-        // block fetched for an earlier tipset is stored before any parent a
-        // later one writes; whatever fails ends the sync, and the retry
-        // starts again from the store's head.
-        let in_flight = &Mutex::new(std::collections::HashSet::new());
+        // the leader and indexed (the database and the leader work at once).
+        // The hand-over is a rendezvous, so while the fetcher prepares a
+        // tipset only the one before it is unwritten; the fetcher keeps that
+        // one's blocks, counts them as stored (they reach the store before
+        // anything the next tipset writes: tipsets are written in order, each
+        // whole before the next starts) and reads them when indexing.
+        // Whatever fails ends the sync; the retry starts from the store's head.
         std::thread::scope(|scope| {
-            let (prepared_tx, prepared) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
+            let (prepared_tx, prepared) = std::sync::mpsc::sync_channel(0);
             let fetcher = scope.spawn(move || -> Result<(), IngestError> {
+                let mut unwritten = Unwritten::new();
                 for (tipset, headers) in pending.into_iter().rev() {
-                    let next = self.prepare(tipset, headers, in_flight)?;
+                    let next;
+                    (next, unwritten) = self.prepare(tipset, headers, &unwritten)?;
                     if prepared_tx.send(next).is_err() {
                         break; // the writer failed and stopped
                     }
@@ -280,7 +289,7 @@ impl Ingester {
             for next in prepared {
                 let (height, objects) = (next.tipset.height(), next.objects);
                 synced.rows += objects as u64 + next.indices.index_rows();
-                self.write_tipset(next, in_flight, &mut version)?;
+                self.write_tipset(next, &mut version)?;
                 self.metrics.ingest_tipsets.inc();
                 self.metrics.ingest_objects.inc_by(objects as u64);
                 synced.objects += objects;
@@ -300,25 +309,22 @@ impl Ingester {
     fn fetch_dags(
         &self,
         roots: Vec<Cid>,
-        in_flight: &Mutex<std::collections::HashSet<Cid>>,
+        unwritten: &Unwritten,
         fetched: &mut HashMap<Cid, (Vec<u8>, Vec<Cid>)>,
     ) -> Result<(), IngestError> {
         let mut frontier = roots;
         while !frontier.is_empty() {
             let mut seen = std::collections::HashSet::new();
-            let candidates: Vec<Cid> = {
-                let in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                frontier
-                    .into_iter()
-                    .filter(|cid| {
-                        !is_identity(cid)
-                            && !fetched.contains_key(cid)
-                            && !in_flight.contains(cid)
-                            && self.known_complete.get(cid).is_none()
-                            && seen.insert(*cid)
-                    })
-                    .collect()
-            };
+            let candidates: Vec<Cid> = frontier
+                .into_iter()
+                .filter(|cid| {
+                    !is_identity(cid)
+                        && !fetched.contains_key(cid)
+                        && !unwritten.contains_key(cid)
+                        && self.known_complete.get(cid).is_none()
+                        && seen.insert(*cid)
+                })
+                .collect();
             let complete = self.store.complete_blocks(&candidates)?;
             let mut wanted = Vec::new();
             for (cid, complete) in candidates.into_iter().zip(complete) {
@@ -340,14 +346,15 @@ impl Ingester {
     }
 
     /// Fetches what one tipset adds — its DAGs, minus what is stored
-    /// complete or fetched already for an earlier tipset of this sync — and
-    /// indexes it, ready to be written.
+    /// complete or `unwritten` (the tipset before it, being written) — and
+    /// indexes it, ready to be written; with its blocks, shared, for the
+    /// fetcher to keep while they are written.
     fn prepare(
         &self,
         tipset: TipSet,
         headers: Blocks,
-        in_flight: &Mutex<std::collections::HashSet<Cid>>,
-    ) -> Result<Prepared, IngestError> {
+        unwritten: &Unwritten,
+    ) -> Result<(Prepared, Unwritten), IngestError> {
         let mut roots = Vec::new();
         for header in tipset.blocks() {
             roots.extend([
@@ -357,26 +364,28 @@ impl Ingester {
             ]);
         }
         let mut fetched = HashMap::new();
-        self.fetch_dags(roots, in_flight, &mut fetched)?;
+        self.fetch_dags(roots, unwritten, &mut fetched)?;
         for (cid, bytes) in headers {
             let linked = links(&cid, &bytes);
             fetched.insert(cid, (bytes, linked));
         }
-        // The next tipsets' senders resolve in the state this one brings,
-        // which may not be written yet when they are indexed.
-        for (cid, (bytes, _)) in &fetched {
-            self.recent.insert(*cid, Arc::from(bytes.as_slice()));
-        }
-        in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(fetched.keys().copied());
+        // Shared with the cache of recent blocks: the next tipsets' senders
+        // resolve in the state this one brings.
+        let blocks: Unwritten = fetched
+            .iter()
+            .map(|(cid, (bytes, _))| {
+                let block: Arc<[u8]> = Arc::from(bytes.as_slice());
+                self.recent.insert(*cid, block.clone());
+                (*cid, block)
+            })
+            .collect();
         // Indexed from the blocks in hand (the store behind them), before
         // they are written: the tipset's messages and state are mostly new.
         let mut indices = WriteBatch::default();
         index_tipset(
             &Fetched {
                 blocks: &fetched,
+                unwritten,
                 recent: &self.recent,
                 store: StoreBlockstore(self.store.as_ref()),
             },
@@ -384,19 +393,19 @@ impl Ingester {
             self.network,
             &mut indices,
         )?;
-        let objects = fetched.len();
         let levels = children_first(
             fetched
                 .into_iter()
                 .map(|(cid, (bytes, linked))| (cid, bytes, linked))
                 .collect::<Vec<Linked>>(),
         );
-        Ok(Prepared {
+        let prepared = Prepared {
             tipset,
             levels,
             indices,
-            objects,
-        })
+            objects: blocks.len(),
+        };
+        Ok((prepared, blocks))
     }
 
     /// Writes one prepared tipset: its blocks a level at a time, children
@@ -406,7 +415,6 @@ impl Ingester {
     fn write_tipset(
         &self,
         prepared: Prepared,
-        in_flight: &Mutex<std::collections::HashSet<Cid>>,
         version: &mut Option<u64>,
     ) -> Result<(), IngestError> {
         for level in prepared.levels {
@@ -415,10 +423,8 @@ impl Ingester {
                 blocks: level,
                 ..WriteBatch::default()
             })?;
-            let mut in_flight = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for cid in cids {
                 self.known_complete.insert(cid, ());
-                in_flight.remove(&cid);
             }
         }
         // The indices after the blocks they name; the head last.

@@ -399,8 +399,10 @@ async fn admitted_call(
         return wait_call(server, entry, params).await;
     }
     let head = server.head.borrow().as_ref().map(|head| head.version);
+    // With the cache off (a capacity of 0), no key is built for it.
+    let cacheable = server.responses.capacity() > 0 && !UNCACHEABLE.contains(&entry.name);
     let key = match head {
-        Some(head) if !UNCACHEABLE.contains(&entry.name) => Some(ResponseKey {
+        Some(head) if cacheable => Some(ResponseKey {
             version,
             head,
             method: entry.name,

@@ -286,14 +286,44 @@ impl WriteFault {
     }
 }
 
+/// The two tables holding blocks, each with its statements spelled out once
+/// (the driver caches prepared statements by their text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockTable {
+    /// `blocks`: stored with everything they link to.
+    Complete,
+    /// `partial_blocks`: readable, never trusted as complete.
+    Partial,
+}
+
+struct BlockStatements {
+    present: &'static str,
+    fetch: &'static str,
+    insert: &'static str,
+}
+
+impl BlockTable {
+    fn statements(self) -> &'static BlockStatements {
+        match self {
+            BlockTable::Complete => &BlockStatements {
+                present: "SELECT chunk, chunks FROM blocks WHERE k = ?",
+                fetch: "SELECT chunk, chunks, data FROM blocks WHERE k = ?",
+                insert: "INSERT INTO blocks (k, chunk, chunks, data) VALUES (?, ?, ?, ?)",
+            },
+            BlockTable::Partial => &BlockStatements {
+                present: "SELECT chunk, chunks FROM partial_blocks WHERE k = ?",
+                fetch: "SELECT chunk, chunks, data FROM partial_blocks WHERE k = ?",
+                insert: "INSERT INTO partial_blocks (k, chunk, chunks, data) VALUES (?, ?, ?, ?)",
+            },
+        }
+    }
+}
+
 /// Whether a block is stored whole in `table`: its chunk numbers and count
 /// only, never its data.
-async fn block_present(session: &CachingSession, table: &'static str, cid: &Cid) -> Result<bool> {
+async fn block_present(session: &CachingSession, table: BlockTable, cid: &Cid) -> Result<bool> {
     let rows = session
-        .execute_unpaged(
-            format!("SELECT chunk, chunks FROM {table} WHERE k = ?"),
-            (block_key(cid),),
-        )
+        .execute_unpaged(table.statements().present, (block_key(cid),))
         .await
         .map_err(backend)?
         .into_rows_result()
@@ -312,19 +342,16 @@ async fn block_present(session: &CachingSession, table: &'static str, cid: &Cid)
 /// racing the writer sees it absent, never cut short.
 async fn fetch_block(
     session: &CachingSession,
-    table: &'static str,
+    table: BlockTable,
     cid: &Cid,
 ) -> Result<Option<Vec<u8>>> {
     let rows = session
-        .execute_unpaged(
-            format!("SELECT chunk, chunks, data FROM {table} WHERE k = ?"),
-            (block_key(cid),),
-        )
+        .execute_unpaged(table.statements().fetch, (block_key(cid),))
         .await
         .map_err(backend)?
         .into_rows_result()
         .map_err(backend)?;
-    let chunks: Vec<(i32, i32, Vec<u8>)> = rows
+    let mut chunks: Vec<(i32, i32, Vec<u8>)> = rows
         .rows::<(i32, i32, Vec<u8>)>()
         .map_err(backend)?
         .collect::<Result<_, _>>()
@@ -335,6 +362,10 @@ async fn fetch_block(
     if usize::try_from(count).ok() != Some(chunks.len()) {
         return Ok(None);
     }
+    // Nearly every block is one chunk: its data is the block, uncopied.
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().map(|(_, _, data)| data));
+    }
     Ok(Some(
         chunks.into_iter().flat_map(|(_, _, data)| data).collect(),
     ))
@@ -343,7 +374,7 @@ async fn fetch_block(
 async fn write_block(
     session: &CachingSession,
     fault: &WriteFault,
-    table: &'static str,
+    table: BlockTable,
     cid: &Cid,
     data: &[u8],
 ) -> Result<()> {
@@ -356,14 +387,11 @@ async fn write_block(
     let count = i32::try_from(pieces.len()).map_err(backend)?;
     for (index, piece) in pieces.into_iter().enumerate() {
         let index = i32::try_from(index).map_err(backend)?;
-        if table == "blocks" {
+        if table == BlockTable::Complete {
             fault.admit().await?;
         }
         session
-            .execute_unpaged(
-                format!("INSERT INTO {table} (k, chunk, chunks, data) VALUES (?, ?, ?, ?)"),
-                (&key, index, count, piece),
-            )
+            .execute_unpaged(table.statements().insert, (&key, index, count, piece))
             .await
             .map_err(backend)?;
     }
@@ -372,7 +400,7 @@ async fn write_block(
 
 /// One row write of a batch, owned so the writes can run concurrently.
 enum Row {
-    Block(&'static str, Cid, Vec<u8>),
+    Block(BlockTable, Cid, Vec<u8>),
     Tipset(i64, TipSetKey),
     Inclusion(Cid, Inclusion),
     NonceUse(Address, u64, NonceUse),
@@ -523,9 +551,9 @@ async fn has_table(session: &CachingSession, keyspace: &str, table: &str) -> Res
 /// A block, complete or partial: the complete table first, where nearly
 /// every block is.
 async fn fetch_any_block(session: &CachingSession, cid: &Cid) -> Result<Option<Vec<u8>>> {
-    match fetch_block(session, "blocks", cid).await? {
+    match fetch_block(session, BlockTable::Complete, cid).await? {
         Some(block) => Ok(Some(block)),
-        None => fetch_block(session, "partial_blocks", cid).await,
+        None => fetch_block(session, BlockTable::Partial, cid).await,
     }
 }
 
@@ -547,14 +575,16 @@ impl Store for CqlStore {
     fn has_block(&self, cid: &Cid) -> Result<bool> {
         let cid = *cid;
         self.run(move |session| async move {
-            Ok(block_present(&session, "blocks", &cid).await?
-                || block_present(&session, "partial_blocks", &cid).await?)
+            Ok(block_present(&session, BlockTable::Complete, &cid).await?
+                || block_present(&session, BlockTable::Partial, &cid).await?)
         })
     }
 
     fn has_complete_block(&self, cid: &Cid) -> Result<bool> {
         let cid = *cid;
-        self.run(move |session| async move { block_present(&session, "blocks", &cid).await })
+        self.run(
+            move |session| async move { block_present(&session, BlockTable::Complete, &cid).await },
+        )
     }
 
     fn complete_blocks(&self, cids: &[Cid]) -> Result<Vec<bool>> {
@@ -563,7 +593,7 @@ impl Store for CqlStore {
             stream::iter(cids)
                 .map(|cid| {
                     let session = session.clone();
-                    async move { block_present(&session, "blocks", &cid).await }
+                    async move { block_present(&session, BlockTable::Complete, &cid).await }
                 })
                 .buffered(PARALLEL_REQUESTS)
                 .try_collect()
@@ -714,12 +744,12 @@ impl Store for CqlStore {
         let blocks: Vec<Row> = batch
             .blocks
             .into_iter()
-            .map(|(cid, data)| Row::Block("blocks", cid, data))
+            .map(|(cid, data)| Row::Block(BlockTable::Complete, cid, data))
             .chain(
                 batch
                     .partial_blocks
                     .into_iter()
-                    .map(|(cid, data)| Row::Block("partial_blocks", cid, data)),
+                    .map(|(cid, data)| Row::Block(BlockTable::Partial, cid, data)),
             )
             .collect();
         let indices: Vec<Row> = batch
