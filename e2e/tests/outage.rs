@@ -93,6 +93,8 @@ async fn an_outage_under_load_gives_errors_then_full_recovery_never_wrong_answer
                         searches += 1;
                     }
                     let block = json!({"/": tipset.key().cids()[0].to_string()});
+                    // Awaited on the server's runtime, without a blocking thread.
+                    calls.push(json!(["Filecoin.ChainReadObj", [block]]));
                     calls.push(json!(["Filecoin.ChainGetParentReceipts", [block]]));
                     calls.push(json!(["Filecoin.ChainGetBlockMessages", [block]]));
                     if searches >= 6 {
