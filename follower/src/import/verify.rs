@@ -203,14 +203,7 @@ impl Staged {
                     .iter()
                     .map_err(scratch)?
                     .take(CHUNK)
-                    .map(|row| {
-                        let (key, _) = row.map_err(scratch)?;
-                        let bytes = data
-                            .get(key.value())
-                            .map_err(scratch)?
-                            .ok_or_else(|| scratch("a ready block has no data"))?;
-                        Ok((staged_cid(key.value())?, bytes.value().to_vec()))
-                    })
+                    .map(|row| staged_block(&data, row.map_err(scratch)?.0.value(), "ready"))
                     .collect::<Result<Vec<_>, StoreError>>()?
             };
             if chunk.is_empty() {
@@ -248,14 +241,7 @@ impl Staged {
                 .map_err(scratch)?;
                 range
                     .take(CHUNK)
-                    .map(|row| {
-                        let (key, _) = row.map_err(scratch)?;
-                        let bytes = data
-                            .get(key.value())
-                            .map_err(scratch)?
-                            .ok_or_else(|| scratch("a waiting block has no data"))?;
-                        Ok((staged_cid(key.value())?, bytes.value().to_vec()))
-                    })
+                    .map(|row| staged_block(&data, row.map_err(scratch)?.0.value(), "waiting"))
                     .collect::<Result<_, StoreError>>()?
             };
             let Some((last, _)) = chunk.last() else {
@@ -346,6 +332,20 @@ fn release_parents(txn: &WriteTransaction, stored: &[Cid]) -> Result<(), StoreEr
 
 fn staged_cid(bytes: &[u8]) -> Result<Cid, StoreError> {
     Cid::try_from(bytes).map_err(|e| StoreError::Corrupt(format!("staged CID: {e}")))
+}
+
+/// The staged block under `key` (queued as `state`: ready, waiting), with
+/// its data.
+fn staged_block(
+    data: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+    state: &str,
+) -> Result<(Cid, Vec<u8>), StoreError> {
+    let bytes = data
+        .get(key)
+        .map_err(scratch)?
+        .ok_or_else(|| scratch(format!("a {state} block has no data")))?;
+    Ok((staged_cid(key)?, bytes.value().to_vec()))
 }
 
 /// The blocks a block links to: the DAG-CBOR and raw CIDs in a DAG-CBOR block
